@@ -1,0 +1,118 @@
+"""
+Settings from the command line, for train.py, sample.py and bench.py. A script keeps its settings
+as plain, commented module-level globals and calls, once they are all defined:
+
+    from configurator import configure
+    configure(globals())
+
+Then `python train.py config/train_shakespeare_char.py --batch_size=32 --compile=False` runs
+the config files in order (plain Python that assigns settings), then applies each --key=value
+(the value read as a Python literal, else taken as a string). `python train.py --help` lists
+every setting with its default.
+
+A misspelt key, a value of the wrong type or a missing config file stops the script with one line
+that says what is wrong, before anything runs. The checks live in parse(), which raises
+ConfigError and can be tested without running a script.
+"""
+
+import ast
+import difflib
+import re
+import sys
+
+
+class ConfigError(Exception):
+    pass
+
+
+def settings_of(namespace):
+    """The settings of a script: its module-level globals of a plain type (None included)."""
+    return {k: v for k, v in namespace.items()
+            if not k.startswith('_') and (v is None or isinstance(v, (bool, int, float, str)))}
+
+
+def check_type(key, value, default):
+    """Return value, checked against the type of the setting's default."""
+    if default is None:
+        return value  # settings that default to None take any literal
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)  # 1 where 1.0 is meant is fine
+    if expected is bool and isinstance(value, str) and value.lower() in ('true', 'false'):
+        return value.lower() == 'true'
+    if type(value) is not expected:
+        raise ConfigError(f"--{key} expects {expected.__name__} (default {default!r}), got {value!r}")
+    return value
+
+
+def parse(settings, argv):
+    """Apply config files and --key=value overrides in argv to a copy of settings; return it."""
+    settings = dict(settings)
+    for arg in argv:
+        if not arg.startswith('--'):  # a config file
+            try:
+                with open(arg) as f:
+                    source = f.read()
+            except OSError as e:
+                raise ConfigError(f"cannot read config file {arg} ({e.strerror}); "
+                                  f"settings go as --key=value, config files as config/NAME.py")
+            scope = dict(settings)  # a config file may read the settings so far
+            exec(compile(source, arg, 'exec'), scope)
+            for key, value in settings_of(scope).items():
+                if key not in settings or value is not settings[key]:
+                    _known(key, settings, arg)
+                    settings[key] = check_type(key, value, settings[key])
+        else:
+            key, sep, text = arg[2:].partition('=')
+            if not sep:
+                raise ConfigError(f"{arg} has no value: write --{key}=VALUE")
+            _known(key, settings, arg)
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text  # plain words, paths, names: strings
+            settings[key] = check_type(key, value, settings[key])
+    return settings
+
+
+def _known(key, settings, where):
+    if key not in settings:
+        close = difflib.get_close_matches(key, settings, n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else "; see --help for the list"
+        raise ConfigError(f"unknown setting {key!r} in {where}{hint}")
+    return key
+
+
+def help_text(namespace, settings):
+    """One line per setting: name, default and the comment that follows it in the script."""
+    comments = {}
+    try:
+        with open(namespace['__file__']) as f:
+            for line in f:
+                m = re.match(r'^(\w+)\s*=.*?#\s*(.*)$', line)
+                if m:
+                    comments.setdefault(m.group(1), m.group(2))
+    except (KeyError, OSError):
+        pass
+    width = max(len(k) for k in settings)
+    lines = [f"usage: python {namespace.get('__file__', 'script.py')} [config/FILE.py ...] [--key=value ...]", ""]
+    lines += [f"  --{k:<{width}} = {v!r:<20} {comments.get(k, '')}".rstrip() for k, v in settings.items()]
+    return "\n".join(lines)
+
+
+def configure(namespace, argv=None):
+    """Update a script's globals from sys.argv; print one line and exit on a bad argument."""
+    argv = sys.argv[1:] if argv is None else argv
+    settings = settings_of(namespace)
+    if '-h' in argv or '--help' in argv:
+        print(help_text(namespace, settings))
+        sys.exit(0)
+    try:
+        new = parse(settings, argv)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    for key, value in new.items():
+        if value != settings[key] or type(value) is not type(settings[key]):
+            print(f"  {key} = {value!r}")
+    namespace.update(new)
+    return new

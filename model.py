@@ -1,0 +1,425 @@
+"""
+The whole GPT-2 language model in one file, plus the few helpers that every script shares
+(device and precision setup, checkpoint saving and loading).
+
+Read it top to bottom: LayerNorm -> attention -> MLP -> Block -> GPT. Try it on a CPU:
+
+    python -c "import torch, model; m = model.GPT(model.GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=32)); print(m.generate(torch.zeros(1, 1, dtype=torch.long), 8))"
+
+References: OpenAI's GPT-2 code (github.com/openai/gpt-2) and Hugging Face's GPT2LMHeadModel.
+
+Errors a user can cause (an unknown model name, a corrupt checkpoint, a bad shape) raise
+SystemExit with one line saying what is wrong and what to do: scripts stop without a
+traceback, and tests can still catch them.
+"""
+
+import inspect
+import math
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024  # longest sequence the model can read (learned positions)
+    vocab_size: int = 50304  # GPT-2's 50257 tokens, padded up to a multiple of 64 for speed
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2; False is a bit faster
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head != 0:
+            raise SystemExit(f"error: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                             "pick n_embd as a multiple of n_head (e.g. n_head=6, n_embd=384)")
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1)."""
+
+    def __init__(self, ndim, bias):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class CausalSelfAttention(nn.Module):
+    # Flip to False to use the plain masked-softmax attention below (slower, easier to read).
+    use_sdpa = True
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.layer_idx = layer_idx  # which slot of a KVCache this layer reads and writes
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        hs = C // self.n_head
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, nh, Tk, hs), Tk = tokens so far
+        y = self.attend(q, k, v)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+    def attend(self, q, k, v):
+        # The T queries are the last T of the Tk positions; each sees itself and what came before.
+        T, Tk = q.size(2), k.size(2)
+        mask = None if T == Tk else torch.ones(T, Tk, dtype=torch.bool, device=q.device).tril(Tk - T)
+        dropout_p = self.dropout if self.training else 0.0
+        if self.use_sdpa:  # fused kernels (flash attention on GPUs)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                                  is_causal=mask is None)
+        if mask is None:
+            mask = torch.ones(T, Tk, dtype=torch.bool, device=q.device).tril()
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, Tk)
+        att = att.masked_fill(~mask, float('-inf')).softmax(dim=-1)
+        return self.attn_dropout(att) @ v  # (B, nh, T, hs)
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate='tanh')  # GPT-2's GELU, so OpenAI's weights give OpenAI's outputs
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class KVCache:
+    """Keys and values of the tokens generated so far, for every layer, so that each new token
+    attends to them instead of recomputing the whole context. Room for block_size tokens."""
+
+    def __init__(self, config):
+        self.n_layer, self.block_size = config.n_layer, config.block_size
+        self.k = self.v = None  # (n_layer, B, nh, block_size, hs), allocated on first use
+        self.length = 0  # tokens stored so far (the same for every layer)
+
+    def update(self, layer, k, v):
+        """Store the new tokens' k, v (B, nh, T, hs) of one layer; return that layer's k, v so far."""
+        if self.k is None:
+            B, nh, _, hs = k.shape
+            self.k = k.new_empty(self.n_layer, B, nh, self.block_size, hs)
+            self.v = v.new_empty(self.n_layer, B, nh, self.block_size, hs)
+        end = self.length + k.size(2)
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
+            wpe=nn.Embedding(config.block_size, config.n_embd),  # position embeddings
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying: the output layer reads tokens with the same matrix that embeds them.
+        self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+        # GPT-2 scales the residual projections by 1/sqrt(number of residual additions).
+        for name, p in self.named_parameters():
+            if name.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def get_num_params(self, non_embedding=True):
+        """Number of parameters. The position embeddings are left out by default: they do no
+        multiplications. The token embeddings stay in: they are also the output layer."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def forward(self, idx, targets=None, cache=None):
+        """idx (B, T) token ids -> (logits, loss). With targets (B, T): logits for every position
+        and the mean cross-entropy (targets of -1 are ignored). Without: logits of the last
+        position only, (B, 1, vocab). With a KVCache, idx holds only the tokens after the cached ones."""
+        B, T = idx.size()
+        start = 0 if cache is None else cache.length
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens is longer than block_size "
+                             f"{self.config.block_size}: crop it to the last {self.config.block_size} tokens")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x, cache)
+        x = self.transformer.ln_f(x)  # (B, T, C)
+        if cache is not None:
+            cache.length += T
+        if targets is None:
+            return self.lm_head(x[:, [-1], :]), None  # (B, 1, vocab): all that generation needs
+        logits = self.lm_head(x)  # (B, T, vocab)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def crop_block_size(self, block_size):
+        """Shrink the context length, e.g. to finetune GPT-2 (1024) with a shorter block_size."""
+        if block_size > self.config.block_size:
+            raise SystemExit(f"error: cannot grow block_size from {self.config.block_size} to {block_size}: "
+                             "learned positions beyond the model's context do not exist")
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, override_args=None):
+        """OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') from the Hugging Face
+        hub, or any GPT-2 directory written by transformers' save_pretrained."""
+        override_args = override_args or {}
+        if set(override_args) - {'dropout'}:
+            raise SystemExit(f"error: from_pretrained can only override dropout, not {sorted(set(override_args) - {'dropout'})}")
+        names = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
+        if os.path.isdir(name_or_path):
+            config_file = os.path.join(name_or_path, 'config.json')
+            model_type = None
+            if os.path.isfile(config_file):
+                import json
+                with open(config_file) as f:
+                    model_type = json.load(f).get('model_type')
+            if model_type != 'gpt2':
+                raise SystemExit(f"error: {name_or_path} is not a GPT-2 checkpoint (its config.json has "
+                                 f"model_type={model_type!r}); pass a directory saved by GPT2LMHeadModel.save_pretrained")
+        elif name_or_path not in names:
+            raise SystemExit(f"error: unknown model {name_or_path!r}: use one of {', '.join(names)} "
+                             "or a local directory saved with transformers' save_pretrained")
+        from transformers import GPT2LMHeadModel  # lazy: only needed here
+        try:
+            hf = GPT2LMHeadModel.from_pretrained(name_or_path)
+        except OSError as e:
+            raise SystemExit(f"error: could not load {name_or_path!r} ({str(e).splitlines()[0]}); without internet, "
+                             "pass a directory saved with save_pretrained instead")
+        c = hf.config
+        config = GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer,
+                           n_head=c.n_head, n_embd=c.n_embd, bias=True, dropout=override_args.get('dropout', 0.0))
+        print(f"loading weights of {name_or_path}: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, "
+              f"context {c.n_positions}, vocab {c.vocab_size}")
+        model = GPT(config)
+        sd = model.state_dict()
+        # The attention masks are buffers, not weights; ours are built on the fly.
+        sd_hf = {k: v for k, v in hf.state_dict().items() if not k.endswith(('.attn.bias', '.attn.masked_bias'))}
+        if set(sd_hf) != set(sd):
+            raise SystemExit(f"error: {name_or_path} does not have GPT-2's weights (unexpected: "
+                             f"{sorted(set(sd_hf) - set(sd))[:3]}, missing: {sorted(set(sd) - set(sd_hf))[:3]})")
+        # OpenAI's checkpoints use a Conv1D module that stores Linear weights transposed.
+        transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+        with torch.no_grad():
+            for k, v in sd_hf.items():
+                sd[k].copy_(v.t() if k.endswith(transposed) else v)
+        return model
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, override_args=None):
+        """Rebuild the model saved in a checkpoint dict (ours or nanoGPT's; see load_checkpoint)."""
+        known = {f.name for f in fields(GPTConfig)}
+        model_args = {k: v for k, v in checkpoint['model_args'].items() if k in known}
+        model_args.update(override_args or {})
+        model = GPT(GPTConfig(**model_args))
+        # nanoGPT saves the torch.compile wrapper's state dict, whose keys start with '_orig_mod.'.
+        state_dict = {k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()}
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as e:
+            raise SystemExit(f"error: checkpoint weights do not match its model_args ({str(e).splitlines()[1].strip()})")
+        return model
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        # Decay matrices (weights, embeddings); leave biases and LayerNorm gains alone.
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{'params': decay, 'weight_decay': weight_decay},
+                  {'params': no_decay, 'weight_decay': 0.0}]
+        # The fused kernel does the whole update in one launch: faster on CUDA.
+        fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({'fused': True} if fused else {}))
+
+    def flops_per_iter(self, fwdbwd_per_iter):
+        """Floating-point operations of fwdbwd_per_iter forward+backward passes of block_size
+        tokens (PaLM paper, appendix B): 6 per parameter per token, plus attention."""
+        N = self.get_num_params()
+        L, H, Q, T = self.config.n_layer, self.config.n_head, self.config.n_embd // self.config.n_head, self.config.block_size
+        flops_per_token = 6 * N + 12 * L * H * Q * T
+        return flops_per_token * T * fwdbwd_per_iter
+
+    def estimate_mfu(self, fwdbwd_per_iter, dt, dtype=torch.bfloat16):
+        """Model FLOPs utilisation: achieved FLOP/s over the peak of the GPU in use, as a fraction.
+        Returns None on a CPU, MPS or a GPU missing from PEAK_TFLOPS: there is no honest peak to
+        divide by, so report achieved FLOP/s (flops_per_iter / dt) instead."""
+        device = next(self.parameters()).device
+        if device.type != 'cuda':
+            return None
+        peak = peak_flops(torch.cuda.get_device_name(device), dtype)
+        return None if peak is None else self.flops_per_iter(fwdbwd_per_iter) / dt / peak
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, generator=None):
+        """Continue idx (B, T) by max_new_tokens tokens; each one conditions on the last block_size
+        tokens, as the model was trained. temperature 0 is greedy; top_k keeps the k most likely
+        tokens, top_p the smallest set whose probability reaches p (both off when None).
+        use_cache=False recomputes the whole context for every token (the simple reference)."""
+        block_size = self.config.block_size
+        cache = None
+        for _ in range(max_new_tokens):
+            T = idx.size(1)
+            if use_cache and T <= block_size:
+                if cache is None:  # prefill: read the whole prompt once
+                    cache = KVCache(self.config)
+                    logits, _ = self(idx, cache=cache)
+                else:  # one token, attending to the cached keys and values
+                    logits, _ = self(idx[:, -1:], cache=cache)
+            else:
+                # Past block_size the window slides: every token would sit at a new position, and
+                # learned absolute position embeddings change every cached key and value. So the
+                # cache cannot slide with it; recompute the window, exactly as the plain path does.
+                logits, _ = self(idx[:, -block_size:])
+            next_token = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+            idx = torch.cat((idx, next_token), dim=1)
+        return idx
+
+
+def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Draw one token per row of logits (B, vocab) -> (B, 1)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)  # greedy
+    logits = logits.float() / temperature
+    if top_k:  # exactly the k most likely tokens, ties at the k-th value included or not by index
+        values, indices = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits = torch.full_like(logits, float('-inf')).scatter(1, indices, values)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, indices = torch.sort(logits, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # Drop a token when the more likely ones already reach top_p; the most likely always stays.
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        drop[:, 0] = False
+        sorted_logits = sorted_logits.masked_fill(drop, float('-inf'))
+        logits = torch.full_like(logits, float('-inf')).scatter(1, indices, sorted_logits)
+    return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by train.py, sample.py, bench.py and the tests.
+
+# Dense peak TFLOP/s from the vendors' datasheets: (bf16/fp16 tensor cores, fp32 as TF32).
+# Matched against torch.cuda.get_device_name(), most specific name first.
+PEAK_TFLOPS = [
+    ('H100 PCIe', 756, 378), ('H100', 989, 495), ('H200', 989, 495), ('GH200', 989, 495),
+    ('B200', 2250, 1100), ('A100', 312, 156), ('L40S', 362, 183), ('L4', 121, 60),
+    ('A10G', 70, 35), ('A10', 125, 62.5), ('RTX 4090', 165, 83), ('RTX 3090', 71, 36),
+    ('V100', 125, 15.7), ('T4', 65, 8.1),
+]
+
+
+def peak_flops(device_name, dtype):
+    """Peak FLOP/s of a GPU for a compute dtype, or None if the card is not in PEAK_TFLOPS."""
+    for name, half, fp32 in PEAK_TFLOPS:
+        if name in device_name:
+            return (fp32 if dtype == torch.float32 else half) * 1e12
+    return None
+
+
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+
+
+def setup_device(device='auto', dtype='auto'):
+    """Resolve 'auto' and check what was asked for. Returns (device, device_type, ptdtype, ctx):
+    ctx is the autocast context for forward passes (a no-op in float32)."""
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    try:
+        device_type = torch.device(device).type
+    except RuntimeError:
+        raise SystemExit(f"error: unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    if device_type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit(f"error: device {device!r} asked for, but this PyTorch sees no CUDA GPU; use --device=cpu")
+    if device_type == 'mps' and not torch.backends.mps.is_available():
+        raise SystemExit(f"error: device {device!r} asked for, but MPS is not available here; use --device=cpu")
+    if device_type not in ('cpu', 'cuda', 'mps'):
+        raise SystemExit(f"error: device {device!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
+    if dtype == 'auto':
+        if device_type == 'cuda':
+            dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+        else:
+            dtype = 'float32'
+    if dtype not in DTYPES:
+        raise SystemExit(f"error: unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+    if dtype == 'bfloat16' and device_type == 'cuda' and not torch.cuda.is_bf16_supported():
+        raise SystemExit("error: this GPU has no bfloat16; use --dtype=float16 (with loss scaling) or float32")
+    ptdtype = DTYPES[dtype]
+    ctx = nullcontext() if ptdtype == torch.float32 else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+    return device, device_type, ptdtype, ctx
+
+
+def save_checkpoint(checkpoint, path):
+    """Write atomically: a temporary file, flushed to disk, then renamed over the old one, so a
+    crash at any moment leaves either the old checkpoint or the new one, never half of one."""
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, device='cpu'):
+    """Load a checkpoint dict written by save_checkpoint (or by nanoGPT) without unpickling code."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: no checkpoint at {path}: check --out_dir, or train one first with train.py")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120]}); restore a good copy or start again")
+    missing = [k for k in ('model', 'model_args') if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        raise SystemExit(f"error: {path} is not a training checkpoint (no {', '.join(missing)})")
+    return checkpoint

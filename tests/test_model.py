@@ -1,0 +1,263 @@
+"""model.py: shapes, init, weight tying, parity with transformers' GPT-2, cropping, optimizer
+groups, MFU and checkpoint helpers."""
+
+import math
+import os
+
+import pytest
+import torch
+
+import model as M
+from model import GPT, GPTConfig
+
+TINY = dict(block_size=16, vocab_size=96, n_layer=2, n_head=4, n_embd=32)
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**{**TINY, **kw}))
+
+
+def test_output_shapes():
+    m = tiny()
+    idx = torch.randint(96, (3, 10))
+    logits, loss = m(idx, idx)
+    assert logits.shape == (3, 10, 96) and loss.shape == ()
+    logits, loss = m(idx)
+    assert logits.shape == (3, 1, 96) and loss is None
+    # without targets, the one row returned is the last position's
+    full, _ = m(idx, idx)
+    torch.testing.assert_close(logits[:, 0], full[:, -1])
+
+
+def test_too_long_sequence_is_an_error():
+    m = tiny()
+    with pytest.raises(ValueError, match='longer than block_size 16'):
+        m(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_loss_at_init_is_uniform():
+    m = tiny(vocab_size=1000, n_embd=64)
+    idx, targets = torch.randint(1000, (2, 8, 16))  # independent targets: with tied weights a
+    _, loss = m(idx, targets)                         # token predicts itself a little at init
+    assert abs(loss.item() - math.log(1000)) < 0.1
+
+
+def test_ignore_index():
+    m = tiny()
+    idx = torch.randint(96, (2, 8))
+    targets = idx.clone()
+    targets[:, 4:] = -1
+    logits, loss = m(idx, targets)
+    expected = torch.nn.functional.cross_entropy(logits[:, :4].reshape(-1, 96), idx[:, :4].reshape(-1))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_weight_tying():
+    m = tiny()
+    assert m.lm_head.weight is m.transformer.wte.weight
+    with torch.no_grad():
+        m.lm_head.weight[0, 0] = 123.0
+    assert m.transformer.wte.weight[0, 0] == 123.0
+
+
+def test_gpt2_init():
+    m = tiny(n_layer=8, n_embd=256, vocab_size=2048)
+    std_proj = 0.02 / math.sqrt(2 * 8)
+    assert abs(m.transformer.h[0].attn.c_proj.weight.std().item() - std_proj) < 0.1 * std_proj
+    assert abs(m.transformer.h[0].mlp.c_fc.weight.std().item() - 0.02) < 0.002
+    assert abs(m.transformer.wpe.weight.std().item() - 0.02) < 0.002
+    assert m.transformer.h[0].attn.c_attn.bias.abs().max() == 0
+
+
+def test_parameter_names_match_nanogpt():
+    names = set(tiny().state_dict())
+    for n in ['transformer.wte.weight', 'transformer.wpe.weight', 'transformer.h.1.ln_1.weight',
+              'transformer.h.1.ln_1.bias', 'transformer.h.1.attn.c_attn.weight', 'transformer.h.1.attn.c_proj.bias',
+              'transformer.h.1.ln_2.weight', 'transformer.h.1.mlp.c_fc.weight', 'transformer.h.1.mlp.c_proj.weight',
+              'transformer.ln_f.weight', 'lm_head.weight']:
+        assert n in names
+    assert len(names) == 2 + 2 * 12 + 2 + 1
+
+
+def test_no_bias_option():
+    m = tiny(bias=False)
+    assert not any(n.endswith('.bias') for n in m.state_dict())
+
+
+def test_plain_attention_matches_sdpa():
+    m = tiny().eval()
+    idx = torch.randint(96, (2, 16))
+    fast, _ = m(idx, idx)
+    M.CausalSelfAttention.use_sdpa = False
+    try:
+        slow, _ = m(idx, idx)
+    finally:
+        M.CausalSelfAttention.use_sdpa = True
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+def test_causality():
+    m = tiny().eval()
+    idx = torch.randint(96, (1, 12))
+    a, _ = m(idx, idx)
+    idx2 = idx.clone()
+    idx2[0, 8:] = (idx2[0, 8:] + 1) % 96  # change only the future of position 7
+    b, _ = m(idx2, idx2)
+    torch.testing.assert_close(a[:, :8], b[:, :8])
+    assert not torch.allclose(a[:, 8:], b[:, 8:])
+
+
+@pytest.fixture(scope='module')
+def hf_dir(tmp_path_factory):
+    """A tiny random GPT-2 saved by transformers, with every bias and LayerNorm moved off its
+    init value so that a transposed, missing or misplaced tensor changes the logits."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(1)
+    cfg = GPT2Config(vocab_size=101, n_positions=24, n_embd=48, n_layer=3, n_head=4,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                     initializer_range=0.1)  # large enough that GELU's exact form matters
+    hf = GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith('bias') or '.ln_' in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    path = tmp_path_factory.mktemp('hf-gpt2')
+    hf.save_pretrained(path)
+    return str(path), hf
+
+
+def test_logits_match_transformers_gpt2(hf_dir):
+    path, hf = hf_dir
+    ours = GPT.from_pretrained(path).eval()
+    assert ours.config.vocab_size == 101 and ours.config.block_size == 24 and ours.config.n_layer == 3
+    idx = torch.randint(101, (2, 24))
+    with torch.no_grad():
+        expected = hf(idx).logits
+        logits, _ = ours(idx, idx)
+    diff = (logits - expected).abs().max().item()
+    assert diff < 1e-4, diff
+
+
+def test_from_pretrained_overrides_only_dropout(hf_dir):
+    path, _ = hf_dir
+    assert GPT.from_pretrained(path, dict(dropout=0.1)).config.dropout == 0.1
+    with pytest.raises(SystemExit, match='only override dropout'):
+        GPT.from_pretrained(path, dict(n_layer=2))
+
+
+def test_from_pretrained_bad_names(tmp_path):
+    with pytest.raises(SystemExit, match="unknown model 'gpt3'"):
+        GPT.from_pretrained('gpt3')
+    with pytest.raises(SystemExit, match='is not a GPT-2 checkpoint'):
+        GPT.from_pretrained(str(tmp_path))  # an empty directory
+    (tmp_path / 'config.json').write_text('{"model_type": "llama"}')
+    with pytest.raises(SystemExit, match="model_type='llama'"):
+        GPT.from_pretrained(str(tmp_path))
+
+
+def test_crop_block_size():
+    m = tiny()
+    wpe = m.transformer.wpe.weight[:8].detach().clone()
+    m.crop_block_size(8)
+    assert m.config.block_size == 8 and m.transformer.wpe.weight.shape == (8, 32)
+    torch.testing.assert_close(m.transformer.wpe.weight, wpe)
+    logits, _ = m(torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.long))
+    assert logits.shape == (1, 8, 96)
+    with pytest.raises(ValueError):
+        m(torch.zeros(1, 9, dtype=torch.long))
+    with pytest.raises(SystemExit):
+        m.crop_block_size(9)
+
+
+def test_num_params():
+    m = tiny()
+    total = sum(p.numel() for p in m.parameters())
+    assert m.get_num_params(non_embedding=False) == total
+    assert m.get_num_params() == total - 16 * 32
+
+
+def test_optimizer_groups():
+    m = tiny()
+    opt = m.configure_optimizers(weight_decay=0.1, learning_rate=1e-3, betas=(0.9, 0.95), device_type='cpu')
+    decay, no_decay = opt.param_groups
+    assert decay['weight_decay'] == 0.1 and no_decay['weight_decay'] == 0.0
+    assert all(p.dim() >= 2 for p in decay['params']) and all(p.dim() < 2 for p in no_decay['params'])
+    # every parameter exactly once (the tied embedding / lm_head counted once)
+    ids = [id(p) for g in opt.param_groups for p in g['params']]
+    assert len(ids) == len(set(ids)) == len(list(m.parameters()))
+    assert opt.defaults['lr'] == 1e-3 and opt.defaults['betas'] == (0.9, 0.95)
+
+
+def test_mfu_uses_the_device_peak():
+    assert M.peak_flops('NVIDIA A100-SXM4-80GB', torch.bfloat16) == 312e12
+    assert M.peak_flops('NVIDIA H100 80GB HBM3', torch.bfloat16) == 989e12
+    assert M.peak_flops('NVIDIA H100 PCIe', torch.float16) == 756e12
+    assert M.peak_flops('NVIDIA H200', torch.float32) == 495e12
+    assert M.peak_flops('NVIDIA L4', torch.bfloat16) == 121e12
+    assert M.peak_flops('Some Future GPU', torch.bfloat16) is None
+    m = tiny()
+    assert m.estimate_mfu(4, 0.1) is None  # a CPU has no honest peak
+    # flops per iteration: 6N + 12 L H Q T per token, T tokens per sequence
+    N = m.get_num_params()
+    assert m.flops_per_iter(4) == (6 * N + 12 * 2 * 4 * 8 * 16) * 16 * 4
+
+
+def test_setup_device_errors():
+    device, device_type, ptdtype, _ = M.setup_device('cpu', 'auto')
+    assert (device, device_type, ptdtype) == ('cpu', 'cpu', torch.float32)
+    for bad in ['tpu', 'gpu:0', 'banana']:
+        with pytest.raises(SystemExit, match='device'):
+            M.setup_device(bad, 'auto')
+    with pytest.raises(SystemExit, match="unknown dtype 'fp8'"):
+        M.setup_device('cpu', 'fp8')
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match='no CUDA GPU'):
+            M.setup_device('cuda', 'auto')
+
+
+def test_checkpoint_roundtrip_and_nanogpt_prefix(tmp_path):
+    m = tiny()
+    path = str(tmp_path / 'ckpt.pt')
+    # nanoGPT saves compiled models with an '_orig_mod.' prefix on every key
+    sd = {'_orig_mod.' + k: v for k, v in m.state_dict().items()}
+    M.save_checkpoint({'model': sd, 'model_args': dict(TINY, bias=True, dropout=0.0), 'iter_num': 3}, path)
+    assert not os.path.exists(path + '.tmp')
+    ckpt = M.load_checkpoint(path)
+    m2 = GPT.from_checkpoint(ckpt)
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k])
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(SystemExit, match='no checkpoint at'):
+        M.load_checkpoint(str(tmp_path / 'missing.pt'))
+    bad = tmp_path / 'bad.pt'
+    bad.write_bytes(b'not a checkpoint at all')
+    with pytest.raises(SystemExit, match='not a readable checkpoint'):
+        M.load_checkpoint(str(bad))
+    # a truncated real checkpoint
+    good = tmp_path / 'good.pt'
+    M.save_checkpoint({'model': tiny().state_dict(), 'model_args': TINY}, str(good))
+    bad.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(SystemExit, match='not a readable checkpoint'):
+        M.load_checkpoint(str(bad))
+    torch.save({'weights': 1}, str(bad))
+    with pytest.raises(SystemExit, match='not a training checkpoint'):
+        M.load_checkpoint(str(bad))
+
+
+def test_checkpoint_cannot_run_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ('touch ' + str(tmp_path / 'pwned'),))
+    path = str(tmp_path / 'evil.pt')
+    torch.save({'model': {}, 'model_args': {}, 'x': Evil()}, path)
+    with pytest.raises(SystemExit):
+        M.load_checkpoint(path)
+    assert not (tmp_path / 'pwned').exists()
+
+
+def test_bad_head_count():
+    with pytest.raises(SystemExit, match='not divisible by n_head'):
+        GPTConfig(n_embd=100, n_head=3)
