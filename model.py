@@ -16,6 +16,7 @@ traceback, and tests can still catch them.
 import inspect
 import math
 import os
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
 
@@ -200,7 +201,7 @@ class GPT(nn.Module):
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None  # (B, 1, vocab): all that generation needs
         logits = self.lm_head(x)  # (B, T, vocab)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
     def crop_block_size(self, block_size):
@@ -415,7 +416,9 @@ def load_checkpoint(path, device='cpu'):
     if not os.path.isfile(path):
         raise SystemExit(f"error: no checkpoint at {path}: check --out_dir, or train one first with train.py")
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # a damaged file also makes torch warn; the one line below says it all
+            warnings.simplefilter('ignore')
+            checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:120]}); restore a good copy or start again")

@@ -68,7 +68,7 @@ class Tokens:
         """batch_size random windows: inputs x (B, T) and targets y = x shifted by one (B, T)."""
         ix = torch.randint(len(self) - block_size, (batch_size,), generator=generator)
         rows = torch.from_numpy(np.stack([self.read(int(i), block_size + 1) for i in ix]).astype(np.int64))
-        x, y = rows[:, :-1], rows[:, 1:]  # (B, T) each
+        x, y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()  # (B, T) each
         if torch.device(device).type == 'cuda':  # pinned memory lets the copy overlap compute
             return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
         return x.to(device), y.to(device)

@@ -1,0 +1,272 @@
+"""train.py end to end on tiny models: learning, exact step counts, bit-exact resume, DDP on CPU,
+crash safety, preemption, the NaN guard, wandb offline and every bad input."""
+
+import glob
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from configurator import parse, settings_of
+from model import load_checkpoint, save_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=8',
+        '--gradient_accumulation_steps=2', '--eval_iters=4', '--log_interval=1', '--warmup_iters=5',
+        '--lr_decay_iters=100', '--learning_rate=3e-3', '--min_lr=3e-4', '--compile=False']
+
+
+@pytest.fixture(scope='module')
+def char_data(tmp_path_factory, shakespeare_txt):
+    """Character-level Shakespeare (first 200k characters), built here independently of prepare.py."""
+    path = tmp_path_factory.mktemp('shakespeare_char')
+    text = open(shakespeare_txt).read()[:200_000]
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
+    n = int(0.9 * len(ids))
+    ids[:n].tofile(path / 'train.bin')
+    ids[n:].tofile(path / 'val.bin')
+    with open(path / 'meta.pkl', 'wb') as f:
+        pickle.dump({'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': stoi}, f)
+    return str(path)
+
+
+def train(*args, env=None, timeout=120):
+    env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, 'train.py', *args], cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def tiny(char_data, out, *args):
+    return [*TINY, f'--dataset={char_data}', f'--out_dir={out}', *args]
+
+
+def ok(r):
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return r
+
+
+def weights(out):
+    return load_checkpoint(os.path.join(out, 'ckpt.pt'))['model']
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_loss_falls_on_shakespeare(char_data, tmp_path):
+    r = ok(train(*tiny(char_data, tmp_path, '--max_iters=300', '--eval_interval=300', '--eval_iters=10',
+                         '--lr_decay_iters=300', '--learning_rate=1e-2')))
+    evals = [line for line in r.stdout.splitlines() if line.startswith('eval')]
+    first, last = (float(line.split('val loss ')[1].split(',')[0]) for line in (evals[0], evals[-1]))
+    assert first > 4.0  # ln(65) = 4.17 at init
+    assert last < 2.9, r.stdout  # the unigram entropy of the characters is ~3.3
+
+
+def test_exactly_max_iters_steps_then_eval_and_save(char_data, tmp_path):
+    r = ok(train(*tiny(char_data, tmp_path, '--max_iters=7', '--eval_interval=5')))
+    steps = [line for line in r.stdout.splitlines() if line.startswith('iter ')]
+    assert [s.split(':')[0] for s in steps] == [f'iter {i}' for i in range(1, 8)]
+    assert [line.split(':')[0] for line in r.stdout.splitlines() if line.startswith('eval')] == \
+           ['eval iter 0', 'eval iter 5', 'eval iter 7']
+    ckpt = load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))
+    assert ckpt['iter_num'] == 7
+    assert ckpt['optimizer']['state'][0]['step'].item() == 7  # seven optimizer steps, not eight
+    val_losses = [float(line.split('val loss ')[1].split(',')[0]) for line in r.stdout.splitlines() if line.startswith('eval')]
+    assert ckpt['best_val_loss'] == pytest.approx(min(val_losses), abs=1e-4)
+    # each line has every field, and the lr is above zero from the first step
+    assert all(f in steps[0] for f in ('loss', 'lr', 'norm', 'ms', 'tok/s', 'TFLOP/s')) and '-100' not in r.stdout
+    assert float(steps[0].split('lr ')[1].split(',')[0]) > 0
+
+
+def test_checkpoint_is_nanogpt_compatible(char_data, tmp_path):
+    ok(train(*tiny(char_data, tmp_path, '--max_iters=2', '--eval_interval=2')))
+    # what nanoGPT's sample.py does: torch.load (weights_only by default), GPTConfig(**model_args),
+    # load_state_dict after stripping '_orig_mod.'
+    ckpt = torch.load(os.path.join(tmp_path, 'ckpt.pt'), map_location='cpu', weights_only=True)
+    assert {'model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config'} <= set(ckpt)
+    assert set(ckpt['model_args']) == {'n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout'}
+    assert not any(k.startswith('_orig_mod.') or k.startswith('module.') for k in ckpt['model'])
+    assert ckpt['config']['dataset'] == char_data
+
+
+def test_bit_exact_resume(char_data, tmp_path):
+    common = ['--dropout=0.1', '--eval_interval=4', '--always_save_checkpoint=True']
+    ok(train(*tiny(char_data, tmp_path / 'straight', '--max_iters=10', *common)))
+    ok(train(*tiny(char_data, tmp_path / 'split', '--max_iters=6', *common)))  # 6: not an eval iteration
+    ok(train(*tiny(char_data, tmp_path / 'split', '--max_iters=10', '--init_from=resume', *common)))
+    straight, split = weights(tmp_path / 'straight'), weights(tmp_path / 'split')
+    assert_same_weights(straight, split)
+    # and the check can fail: a run with another seed differs
+    ok(train(*tiny(char_data, tmp_path / 'other', '--max_iters=10', '--seed=1', *common)))
+    assert not torch.equal(straight['lm_head.weight'], weights(tmp_path / 'other')['lm_head.weight'])
+
+
+def start(args, env=None):
+    return subprocess.Popen([sys.executable, '-u', 'train.py', *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, **(env or {})))
+
+
+def wait_for(proc, prefix):
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            return line
+    raise AssertionError(f"never printed {prefix!r}: {proc.stderr.read()[-2000:]}")
+
+
+def test_sigterm_saves_and_resume_is_exact(char_data, tmp_path):
+    common = ['--dropout=0.1', '--eval_interval=1000', '--max_iters=400']
+    proc = start(tiny(char_data, tmp_path / 'stopped', *common))
+    wait_for(proc, 'iter 5:')
+    proc.send_signal(signal.SIGTERM)
+    sent = time.time()
+    out, err = proc.communicate(timeout=30)
+    assert time.time() - sent < 10 and proc.returncode == 0, err[-2000:]
+    assert 'SIGTERM received' in out and 'saved' in out
+    stopped_at = load_checkpoint(os.path.join(tmp_path / 'stopped', 'ckpt.pt'))['iter_num']
+    assert 5 <= stopped_at < 400
+    end = stopped_at + 3
+    ok(train(*tiny(char_data, tmp_path / 'stopped', *common[:-1], f'--max_iters={end}', '--init_from=resume')))
+    ok(train(*tiny(char_data, tmp_path / 'straight', *common[:-1], f'--max_iters={end}')))
+    assert_same_weights(weights(tmp_path / 'stopped'), weights(tmp_path / 'straight'))
+
+
+def test_kill_9_leaves_a_loadable_checkpoint(char_data, tmp_path):
+    # save at every iteration, and kill at several moments, some of them mid-save
+    for delay in (0.0, 0.05, 0.13):
+        proc = start(tiny(char_data, tmp_path, '--eval_interval=1', '--eval_iters=1', '--max_iters=100000',
+                          '--n_embd=128', '--n_head=4'))
+        wait_for(proc, 'saved')
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        ckpt = load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))
+        assert ckpt['iter_num'] >= 1
+
+
+def test_ddp_on_cpu_matches_one_process(char_data, tmp_path):
+    args = ['--max_iters=3', '--eval_interval=3', '--gradient_accumulation_steps=4']
+    ok(train(*tiny(char_data, tmp_path / 'single', *args)))
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                        'train.py', *tiny(char_data, tmp_path / 'ddp', *args)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=180)
+    ok(r)
+    assert '2 process(es)' in r.stdout and r.stdout.count('saved') == 1  # rank 0 alone prints and saves
+    single, ddp = weights(tmp_path / 'single'), weights(tmp_path / 'ddp')
+    for k in single:
+        torch.testing.assert_close(single[k], ddp[k], atol=2e-5, rtol=1e-4)
+    # the same logged losses (mean over all micro-steps of all processes)
+    loss = lambda out: [line.split('loss ')[1].split(',')[0] for line in out.splitlines() if line.startswith('iter ')]
+    single_out = train(*tiny(char_data, tmp_path / 'single2', *args)).stdout
+    assert loss(single_out) == loss(r.stdout)
+
+
+def test_nan_loss_stops_and_keeps_the_good_checkpoint(char_data, tmp_path):
+    ok(train(*tiny(char_data, tmp_path, '--max_iters=3', '--eval_interval=3')))
+    path = os.path.join(tmp_path, 'ckpt.pt')
+    good = open(path, 'rb').read()
+    # poison the weights the run resumes from: the first loss is NaN
+    ckpt = load_checkpoint(path)
+    ckpt['model']['transformer.ln_f.weight'][0] = float('nan')
+    save_checkpoint(ckpt, path + '.poisoned')
+    os.makedirs(tmp_path / 'poisoned', exist_ok=True)
+    os.replace(path + '.poisoned', tmp_path / 'poisoned' / 'ckpt.pt')
+    poisoned = open(tmp_path / 'poisoned' / 'ckpt.pt', 'rb').read()
+    r = train(*tiny(char_data, tmp_path / 'poisoned', '--max_iters=10', '--eval_interval=3', '--init_from=resume'))
+    assert r.returncode != 0 and r.stderr.startswith('error: val loss is nan at iter 3')
+    assert 'Last good checkpoint' in r.stderr and r.stderr.count('\n') == 1
+    assert open(tmp_path / 'poisoned' / 'ckpt.pt', 'rb').read() == poisoned  # not overwritten
+    # a diverging run: the guard stops at the first non-finite loss, before saving anything
+    r = train(*tiny(char_data, tmp_path, '--max_iters=50', '--eval_interval=1000', '--init_from=resume',
+                    '--learning_rate=1e12', '--grad_clip=0.0', '--decay_lr=False'))
+    assert r.returncode != 0 and 'error: ' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert open(path, 'rb').read() == good
+
+
+def test_wandb_offline(char_data, tmp_path):
+    pytest.importorskip('wandb')
+    r = ok(train(*tiny(char_data, tmp_path / 'out', '--max_iters=2', '--eval_interval=2', '--wandb_log=True'),
+                 env={'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'}))
+    runs = glob.glob(str(tmp_path / 'wandb' / 'offline-run-*' / '*.wandb'))
+    assert len(runs) == 1 and os.path.getsize(runs[0]) > 0, r.stdout
+
+
+def test_finetune_from_a_transformers_directory(char_data, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    GPT2LMHeadModel(GPT2Config(vocab_size=70, n_positions=64, n_embd=32, n_layer=2, n_head=2)).save_pretrained(tmp_path / 'hf')
+    r = ok(train(*tiny(char_data, tmp_path / 'out', f'--init_from={tmp_path / "hf"}', '--max_iters=2', '--eval_interval=2')))
+    ckpt = load_checkpoint(os.path.join(tmp_path / 'out', 'ckpt.pt'))
+    assert ckpt['model_args']['block_size'] == 32 and ckpt['model_args']['vocab_size'] == 70  # cropped from 64
+    assert ckpt['model']['transformer.wpe.weight'].shape == (32, 32)
+
+
+def test_a_new_run_keeps_the_old_checkpoint(char_data, tmp_path):
+    ok(train(*tiny(char_data, tmp_path, '--max_iters=2', '--eval_interval=2')))
+    first = open(tmp_path / 'ckpt.pt', 'rb').read()
+    ok(train(*tiny(char_data, tmp_path, '--max_iters=2', '--eval_interval=2', '--seed=5')))
+    assert open(tmp_path / 'ckpt.pt.prev', 'rb').read() == first
+
+
+@pytest.fixture(scope='module')
+def bad_vocab_data(tmp_path_factory):
+    path = tmp_path_factory.mktemp('bad_vocab')
+    ids = np.arange(2000, dtype=np.uint16) % 50
+    ids[1500] = 60  # beyond the vocab_size in meta.pkl
+    ids.tofile(path / 'train.bin')
+    ids[:500].tofile(path / 'val.bin')
+    with open(path / 'meta.pkl', 'wb') as f:
+        pickle.dump({'vocab_size': 50, 'itos': {}, 'stoi': {}}, f)
+    return str(path)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--dataset=no_such_dataset'], "error: no dataset 'no_such_dataset'"),
+    (['--block_size=100000'], 'val.bin holds 20000 tokens, not more than block_size=100000'),
+    (['--init_from=resume'], 'error: no checkpoint at'),
+    (['--init_from=gpt5'], "error: unknown init_from 'gpt5'"),
+    (['--dtype=float8'], "error: unknown dtype 'float8'"),
+    (['--device=tpu'], "error: unknown device 'tpu'"),
+    (['--n_embd=33', '--n_head=2'], 'error: n_embd=33 is not divisible by n_head=2'),
+    (['--bach_size=3'], "error: unknown setting 'bach_size'"),
+    (['--max_iters=1.5'], 'error: --max_iters expects int'),
+    (['config/no_such_config.py'], 'error: cannot read config file config/no_such_config.py'),
+])
+def test_bad_input_is_one_line(char_data, tmp_path, args, message):
+    r = train(*tiny(char_data, tmp_path), *args)
+    assert r.returncode != 0 and r.stderr.startswith('error: ') and message in r.stderr, r.stderr[-2000:]
+    assert r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr
+
+
+def test_bad_input_vocab_corrupt_checkpoint_and_world_size(char_data, bad_vocab_data, tmp_path):
+    r = train(*tiny(bad_vocab_data, tmp_path))
+    assert r.returncode != 0 and 'holds token id 60' in r.stderr and "vocab_size is 50" in r.stderr
+    (tmp_path / 'ckpt.pt').write_bytes(b'\x80garbage')
+    r = train(*tiny(char_data, tmp_path, '--init_from=resume'))
+    assert r.returncode != 0 and r.stderr.startswith('error: ') and 'not a readable checkpoint' in r.stderr
+    assert (tmp_path / 'ckpt.pt').read_bytes() == b'\x80garbage'  # left as it was
+    r = train(*tiny(char_data, tmp_path, '--gradient_accumulation_steps=5'),
+              env={'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '2'})
+    assert r.returncode != 0 and r.stderr.startswith('error: gradient_accumulation_steps=5 does not divide by the 2')
+
+
+def train_settings():
+    """train.py's settings, by running the part of it that defines them."""
+    source = open(os.path.join(ROOT, 'train.py')).read().split('config = configure(globals())')[0]
+    namespace = {'__file__': 'train.py'}
+    exec(source, namespace)
+    return settings_of(namespace)
+
+
+@pytest.mark.parametrize('config', sorted(glob.glob(os.path.join(ROOT, 'config', '*.py'))))
+def test_config_files_are_valid(config):
+    settings = parse(train_settings(), [config])
+    assert settings['batch_size'] * settings['block_size'] > 0

@@ -1,0 +1,328 @@
+"""
+Train a GPT, or finetune one, from a laptop CPU to many GPU nodes. Defaults: GPT-2 124M on
+OpenWebText. Settings below; change them with config files and --key=value (see --help).
+
+A small model on a CPU, in a few minutes:
+    python data/shakespeare_char/prepare.py
+    python train.py config/train_shakespeare_char_cpu.py
+
+One GPU:                python train.py config/train_shakespeare_char.py
+8 GPUs on one node:     torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py
+2 processes on a CPU:   torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char_cpu.py --device=cpu
+2 nodes of 8 GPUs (run on each, node_rank 0 and 1; add NCCL_IB_DISABLE=1 without InfiniBand):
+    torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=1234 train.py config/train_gpt2.py
+
+The checkpoint out_dir/ckpt.pt holds nanoGPT's keys plus what an exact resume needs. It is
+written atomically, and SIGTERM or Ctrl-C finishes the current step, saves and exits.
+"""
+
+import math
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from configurator import configure
+from data import check_vocab, load_meta, open_dataset
+from model import GPT, GPTConfig, load_checkpoint, save_checkpoint, setup_device
+
+# -----------------------------------------------------------------------------
+# I/O
+out_dir = 'out'  # where ckpt.pt is written and read
+eval_interval = 2000  # iterations between evaluations (and checkpoints)
+log_interval = 1  # iterations between log lines
+eval_iters = 200  # batches per split to estimate the loss
+eval_only = False  # evaluate once, then exit
+always_save_checkpoint = True  # save at every evaluation; False: only when val loss improves
+init_from = 'scratch'  # 'scratch', 'resume' (from out_dir), 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or a transformers GPT-2 directory
+# wandb logging
+wandb_log = False  # log to Weights & Biases (WANDB_MODE=offline works)
+wandb_project = 'owt'
+wandb_run_name = 'gpt2'
+# data
+dataset = 'openwebtext'  # data/<dataset>/{train,val}.bin, made by its prepare.py
+gradient_accumulation_steps = 5 * 8  # micro-steps per optimizer step, over all processes together
+batch_size = 12  # sequences per micro-step and process
+block_size = 1024  # tokens per sequence
+# model
+n_layer = 12
+n_head = 12
+n_embd = 768
+dropout = 0.0  # 0 for pretraining, 0.1+ for finetuning
+bias = False  # biases in Linear and LayerNorm layers
+# AdamW
+learning_rate = 6e-4  # peak learning rate
+max_iters = 600000  # optimizer steps in total
+weight_decay = 1e-1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0  # clip gradients to this global norm; 0.0 turns clipping off
+# learning rate schedule: linear warmup, then cosine decay to min_lr
+decay_lr = True  # False: constant learning_rate
+warmup_iters = 2000
+lr_decay_iters = 600000  # ~ max_iters, as in the Chinchilla paper
+min_lr = 6e-5  # ~ learning_rate / 10
+# system
+backend = 'auto'  # torch.distributed backend: 'auto' (nccl on GPUs, gloo on CPU), 'nccl' or 'gloo'
+device = 'auto'  # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'
+dtype = 'auto'  # 'auto' (bfloat16 on GPUs that have it, else float16; float32 elsewhere), 'float32', 'bfloat16', 'float16'
+compile = None  # torch.compile the model; None: on for CUDA, off elsewhere (it does not help on CPU)
+seed = 1337  # for weights, dropout and data order
+# -----------------------------------------------------------------------------
+config = configure(globals())
+
+# Processes: one, or one per GPU (or CPU share) under torchrun.
+ddp = 'RANK' in os.environ
+rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if ddp else (0, 0, 1)
+master = rank == 0
+device, device_type, ptdtype, ctx = setup_device(device, dtype)
+if ddp and device_type == 'cuda':
+    device = f'cuda:{local_rank}'
+    torch.cuda.set_device(device)
+if gradient_accumulation_steps % world_size != 0:
+    sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} does not divide by the "
+             f"{world_size} processes: make it a multiple of {world_size}")
+if ddp:
+    dist.init_process_group(backend=('nccl' if device_type == 'cuda' else 'gloo') if backend == 'auto' else backend)
+micro_steps = gradient_accumulation_steps // world_size  # per process
+tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+if master:
+    print(f"{world_size} process(es) on {device}, {str(ptdtype).removeprefix('torch.')}; "
+          f"tokens per iteration: {gradient_accumulation_steps} micro-steps x {batch_size} x {block_size} = {tokens_per_iter:,}")
+torch.manual_seed(seed + rank)  # different dropout per process
+if device_type == 'cuda':
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+# Data: uint16 token files, checked before any work is done.
+splits = open_dataset(dataset, block_size)
+meta = load_meta(dataset)
+
+
+def get_batch(split, iter_num, micro_step):
+    # Each micro-batch is drawn from its own seed: (seed, iteration, micro-step over all processes).
+    # So a resumed run needs no data state, and 2 processes x 1 micro-step see exactly the data
+    # of 1 process x 2 micro-steps.
+    step = iter_num * gradient_accumulation_steps + rank * micro_steps + micro_step
+    generator = torch.Generator().manual_seed(seed * 2**40 + step)
+    return splits[split].batch(batch_size, block_size, generator, device)
+
+
+# Model.
+ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+iter_num, best_val_loss, checkpoint, resume_rng = 0, float('inf'), None, None
+model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias, dropout=dropout)
+if init_from == 'scratch':
+    model_args['vocab_size'] = meta['vocab_size'] if meta else 50304
+    model = GPT(GPTConfig(**model_args))
+elif init_from == 'resume':
+    checkpoint = load_checkpoint(ckpt_path, device)
+    model = GPT.from_checkpoint(checkpoint, dict(dropout=dropout))
+    iter_num, best_val_loss = checkpoint['iter_num'], float(checkpoint['best_val_loss'])
+    resume_rng = checkpoint.get('rng')  # absent in nanoGPT's checkpoints
+elif init_from.startswith('gpt2') or os.path.isdir(init_from):
+    model = GPT.from_pretrained(init_from, dict(dropout=dropout))
+else:
+    sys.exit(f"error: unknown init_from {init_from!r}: use scratch, resume, gpt2, gpt2-medium, gpt2-large, "
+             "gpt2-xl or a directory saved with transformers' save_pretrained")
+if block_size < model.config.block_size:
+    model.crop_block_size(block_size)
+elif block_size > model.config.block_size:
+    sys.exit(f"error: block_size={block_size} is longer than the model's context ({model.config.block_size}); "
+             f"use --block_size={model.config.block_size} or less")
+model_args = {k: getattr(model.config, k) for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout')}
+check_vocab(splits, model.config.vocab_size)
+model.to(device)
+if master:
+    print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, {model_args}")
+
+scaler = torch.amp.GradScaler(device_type, enabled=(ptdtype == torch.float16))  # fp16 needs loss scaling
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+if checkpoint is not None:
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    if 'scaler' in checkpoint:
+        scaler.load_state_dict(checkpoint['scaler'])
+    checkpoint = None  # free the memory
+
+raw_model = model  # what we save: no compile or DDP wrapper
+if compile is None:
+    compile = device_type == 'cuda'
+if compile:
+    print("compiling the model...")
+    model = torch.compile(model)
+if ddp:
+    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+
+
+@torch.no_grad()
+def estimate_loss():
+    """Mean loss on eval_iters batches of each split, averaged over processes. The batches come
+    from their own generator and dropout is off, so evaluating never moves the training RNG."""
+    model.eval()
+    losses = torch.zeros(2, device=device)
+    for i, split in enumerate(('train', 'val')):
+        generator = torch.Generator().manual_seed(seed + 1 + rank)
+        for _ in range(eval_iters):
+            X, Y = splits[split].batch(batch_size, block_size, generator, device)
+            with ctx:
+                _, loss = model(X, Y)
+            losses[i] += loss.float() / eval_iters
+    if ddp:
+        dist.all_reduce(losses)
+        losses /= world_size
+    model.train()
+    return {'train': losses[0].item(), 'val': losses[1].item()}
+
+
+def get_lr(it):
+    if it < warmup_iters:  # linear warmup, above zero from the first step
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def rng_state():
+    state = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state()[1].tolist(), 'python': random.getstate()}
+    if device_type == 'cuda':
+        state['cuda'] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state['torch'])
+    np.random.set_state(('MT19937', np.array(state['numpy'], dtype=np.uint32), 624))
+    random.setstate(state['python'])
+    if 'cuda' in state and device_type == 'cuda':
+        torch.cuda.set_rng_state(state['cuda'], device)
+
+
+last_saved = f"{ckpt_path} (iter {iter_num})" if init_from == 'resume' else "none"
+
+
+def save():
+    global last_saved
+    # Every process's RNG state, so that a resumed run continues each one's dropout exactly.
+    states = [None] * world_size
+    if ddp:
+        dist.all_gather_object(states, rng_state())
+    else:
+        states = [rng_state()]
+    if master:
+        save_checkpoint({'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(),
+                         'model_args': model_args, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
+                         'config': config, 'scaler': scaler.state_dict(), 'rng': states}, ckpt_path)
+        print(f"saved {ckpt_path} at iter {iter_num}")
+    last_saved = f"{ckpt_path} (iter {iter_num})"
+
+
+def stop_if_not_finite(what, value):
+    # Stop before anything non-finite reaches the weights or a checkpoint.
+    if not math.isfinite(value):
+        sys.exit(f"error: {what} is {value} at iter {iter_num}; stopped without saving. Last good checkpoint: "
+                 f"{last_saved}. Try a lower learning_rate, bfloat16 instead of float16, or grad_clip")
+
+
+# Preemption and Ctrl-C: note the request; the loop finishes its step, saves and exits.
+stop_requested = False
+
+
+def request_stop(signum, frame):
+    global stop_requested
+    if stop_requested:  # a second Ctrl-C quits at once
+        raise KeyboardInterrupt
+    stop_requested = True
+    print(f"rank {rank}: {signal.Signals(signum).name} received, saving after this step", flush=True)
+
+
+signal.signal(signal.SIGTERM, request_stop)
+signal.signal(signal.SIGINT, request_stop)
+
+if master:
+    os.makedirs(out_dir, exist_ok=True)
+    if init_from != 'resume' and not eval_only and os.path.exists(ckpt_path):
+        os.replace(ckpt_path, ckpt_path + '.prev')  # a new run never silently destroys an old one
+        print(f"kept the earlier run's checkpoint as {ckpt_path}.prev")
+if wandb_log and master:
+    import wandb  # lazy: only needed here
+    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+if init_from == 'resume':
+    if resume_rng is not None and len(resume_rng) == world_size:
+        set_rng_state(resume_rng[rank])
+    elif master:
+        print("note: the checkpoint has no RNG state for this number of processes; dropout will differ from an unbroken run")
+
+# -----------------------------------------------------------------------------
+# The loop: lr -> eval/checkpoint -> micro-steps -> clip -> step -> log -> stop.
+t0, iters_since_log = time.time(), 0
+while True:
+    lr = get_lr(iter_num) if decay_lr else learning_rate
+    for group in optimizer.param_groups:
+        group['lr'] = lr
+
+    last = iter_num >= max_iters
+    if iter_num % eval_interval == 0 or last or eval_only:
+        losses = estimate_loss()
+        stop_if_not_finite('val loss', losses['val'])
+        improved = losses['val'] < best_val_loss
+        best_val_loss = min(best_val_loss, losses['val'])
+        if master:
+            print(f"eval iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, best val {best_val_loss:.4f}")
+            if wandb_log:
+                wandb.log({'iter': iter_num, 'train/loss': losses['train'], 'val/loss': losses['val'], 'lr': lr})
+        if iter_num > 0 and not eval_only and (improved or always_save_checkpoint):
+            save()
+        t0, iters_since_log = time.time(), 0  # eval time is not training time
+    if last or eval_only:
+        break
+
+    loss_sum = torch.zeros(2, device=device)  # [sum of micro-step losses, stop requested]
+    for micro_step in range(micro_steps):
+        X, Y = get_batch('train', iter_num, micro_step)
+        # DDP all-reduces the gradients on the last micro-step only
+        sync = nullcontext() if not ddp or micro_step == micro_steps - 1 else model.no_sync()
+        with sync:
+            with ctx:
+                _, loss = model(X, Y)
+            scaler.scale(loss / micro_steps).backward()
+        loss_sum[0] += loss.detach().float()
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
+    loss_sum[1] = float(stop_requested)
+    if ddp:  # every process sees the same mean loss and stop request, so they stop together
+        dist.all_reduce(loss_sum)
+    lossf = loss_sum[0].item() / gradient_accumulation_steps
+    stop_if_not_finite('loss', lossf)
+    if not scaler.is_enabled():  # (with fp16 the scaler skips steps with inf gradients itself)
+        stop_if_not_finite('gradient norm', grad_norm.item())
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    iter_num += 1
+    iters_since_log += 1
+
+    if iter_num % log_interval == 0 and master:
+        dt = (time.time() - t0) / iters_since_log  # .item() above waited for the device
+        mfu = raw_model.estimate_mfu(batch_size * micro_steps, dt, ptdtype)
+        speed = f"mfu {mfu * 100:.1f}%" if mfu is not None else \
+            f"{raw_model.flops_per_iter(batch_size * gradient_accumulation_steps) / dt / 1e12:.2f} TFLOP/s"
+        print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, norm {grad_norm.item():.2f}, "
+              f"{dt * 1000:.1f} ms, {tokens_per_iter / dt:,.0f} tok/s, {speed}")
+        if wandb_log:
+            wandb.log({'iter': iter_num, 'train/loss_step': lossf, 'lr': lr, 'grad_norm': grad_norm.item(),
+                       'ms_per_iter': dt * 1000, 'tokens_per_s': tokens_per_iter / dt, 'mfu': mfu})
+        t0, iters_since_log = time.time(), 0
+    if loss_sum[1].item() > 0:
+        save()
+        break
+
+if ddp:
+    dist.destroy_process_group()
