@@ -56,7 +56,7 @@ def parse(settings, argv):
             except OSError as e:
                 raise ConfigError(f"cannot read config file {arg} ({e.strerror}); "
                                   f"settings go as --key=value, config files as config/NAME.py")
-            scope = dict(settings)  # a config file may read the settings so far
+            scope = dict(settings, __file__=arg)  # a config file may read the settings so far
             exec(compile(source, arg, 'exec'), scope)
             for key, value in settings_of(scope).items():
                 if key not in settings or value is not settings[key]:
