@@ -124,6 +124,9 @@ if init_from == 'scratch':
     model = GPT(GPTConfig(**model_args))
 elif init_from == 'resume':
     checkpoint = load_checkpoint(ckpt_path, device)
+    if not {'optimizer', 'iter_num', 'best_val_loss'} <= set(checkpoint):
+        sys.exit(f"error: {ckpt_path} has no optimizer state or iteration count to resume from; "
+                 "start a new run with another --out_dir")
     model = GPT.from_checkpoint(checkpoint, dict(dropout=dropout))
     iter_num, best_val_loss = checkpoint['iter_num'], float(checkpoint['best_val_loss'])
     resume_rng = checkpoint.get('rng')  # absent in nanoGPT's checkpoints
