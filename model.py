@@ -83,16 +83,20 @@ class CausalSelfAttention(nn.Module):
 
     def attend(self, q, k, v):
         # The T queries are the last T of the Tk positions; each sees itself and what came before.
+        # Two common cases need no mask tensor: the whole sequence at once (T == Tk, causal), and
+        # one new token after the cached ones (T == 1, it sees them all: the decoding step).
         T, Tk = q.size(2), k.size(2)
-        mask = None if T == Tk else torch.ones(T, Tk, dtype=torch.bool, device=q.device).tril(Tk - T)
+        is_causal = T == Tk
+        mask = None if is_causal or T == 1 else torch.ones(T, Tk, dtype=torch.bool, device=q.device).tril(Tk - T)
         dropout_p = self.dropout if self.training else 0.0
         if self.use_sdpa:  # fused kernels (flash attention on GPUs)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                                  is_causal=mask is None)
-        if mask is None:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+        if is_causal:
             mask = torch.ones(T, Tk, dtype=torch.bool, device=q.device).tril()
         att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, Tk)
-        att = att.masked_fill(~mask, float('-inf')).softmax(dim=-1)
+        if mask is not None:
+            att = att.masked_fill(~mask, float('-inf'))
+        att = att.softmax(dim=-1)
         return self.attn_dropout(att) @ v  # (B, nh, T, hs)
 
 

@@ -1,0 +1,159 @@
+"""Generation: the KV-cache path against plain recomputation, and the sampling rules of
+sample_next_token (temperature, top-k, top-p) against brute-force references."""
+
+import pytest
+import torch
+
+import model as M
+from model import GPT, GPTConfig, sample_next_token
+
+BLOCK = 16
+
+
+def chaotic_model(dropout=0.1):
+    """A tiny GPT in eval mode whose weight matrices are large enough that the next token depends
+    on the whole context and on every position (at GPT-2's init it mostly repeats the last token)."""
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(block_size=BLOCK, vocab_size=96, n_layer=2, n_head=4, n_embd=32, dropout=dropout))
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:  # embeddings and Linear weights; LayerNorms stay at 1 and 0
+                p.normal_(0.0, 0.5)
+    return m.eval()
+
+
+def reference_generate(m, idx, max_new_tokens, pick):
+    """The definition: feed the last block_size tokens, pick the next one, repeat."""
+    for _ in range(max_new_tokens):
+        logits, _ = m(idx[:, -BLOCK:])
+        idx = torch.cat((idx, pick(logits[:, -1, :])), dim=1)
+    return idx
+
+
+@pytest.fixture(params=[True, False], ids=['sdpa', 'plain-attention'])
+def attention(request):
+    saved = M.CausalSelfAttention.use_sdpa
+    M.CausalSelfAttention.use_sdpa = request.param
+    yield
+    M.CausalSelfAttention.use_sdpa = saved
+
+
+# (batch, prompt length, new tokens): inside the context, across its end, starting at its end,
+# and from a prompt already longer than the context.
+CASES = [(1, 3, 12), (3, 3, 12), (1, 3, 30), (3, 5, 30), (2, BLOCK, 6), (2, BLOCK + 4, 6)]
+
+
+@pytest.mark.parametrize('B, T, new', CASES)
+def test_greedy_cached_equals_plain(attention, B, T, new):
+    m = chaotic_model()
+    idx = torch.randint(96, (B, T), generator=torch.Generator().manual_seed(T))
+    cached = m.generate(idx, new, temperature=0)
+    plain = m.generate(idx, new, temperature=0, use_cache=False)
+    with torch.no_grad():
+        expected = reference_generate(m, idx, new, lambda logits: logits.argmax(dim=-1, keepdim=True))
+    assert torch.equal(plain, expected)
+    assert torch.equal(cached, expected)
+    assert cached.shape == (B, T + new)
+    assert len(set(cached[:, T:].flatten().tolist())) > 3  # the model does not just repeat itself
+
+
+@pytest.mark.parametrize('B, T, new', [(1, 3, 30), (3, 5, 30), (2, BLOCK + 4, 6)])
+@pytest.mark.parametrize('top_k, top_p', [(None, None), (30, 0.9)])
+def test_seeded_sampling_cached_equals_plain(attention, B, T, new, top_k, top_p):
+    m = chaotic_model()
+    idx = torch.randint(96, (B, T), generator=torch.Generator().manual_seed(T))
+    runs = [m.generate(idx, new, temperature=1.3, top_k=top_k, top_p=top_p, use_cache=use_cache,
+                       generator=torch.Generator().manual_seed(7))
+            for use_cache in (True, False)]
+    assert torch.equal(runs[0], runs[1])
+    other_seed = m.generate(idx, new, temperature=1.3, top_k=top_k, top_p=top_p,
+                            generator=torch.Generator().manual_seed(8))
+    assert not torch.equal(runs[0], other_seed)  # the generator really drives the draws
+
+
+def draws(logits, n, **kw):
+    """n samples from each row of logits (R, V) in one call -> (R, n)."""
+    R, V = logits.shape
+    rows = logits.repeat_interleave(n, dim=0)  # (R * n, V)
+    return sample_next_token(rows, generator=torch.Generator().manual_seed(0), **kw).view(R, n)
+
+
+def test_temperature_zero_is_greedy():
+    logits = torch.randn(5, 40, generator=torch.Generator().manual_seed(0))
+    expected = logits.argmax(dim=-1, keepdim=True)
+    for kw in [{}, dict(top_k=3), dict(top_p=0.5), dict(top_k=3, top_p=0.5)]:
+        assert torch.equal(sample_next_token(logits, temperature=0, **kw), expected)
+    m = chaotic_model()
+    idx = torch.randint(96, (2, 3))
+    one, two = (m.generate(idx, 8, temperature=0, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+    assert torch.equal(one, two)
+
+
+def test_top_k_keeps_exactly_k_tokens_when_tied():
+    logits = torch.tensor([[0.0, 2.0, 2.0, 2.0, 1.0, -1.0]])  # three tokens tie for the top
+    for k, allowed in [(1, {1, 2, 3}), (2, {1, 2, 3}), (4, {1, 2, 3, 4})]:
+        seen = set(draws(logits, 2000, top_k=k)[0].tolist())
+        assert len(seen) == k and seen <= allowed, (k, seen)
+    assert set(draws(logits, 2000, top_k=100)[0].tolist()) == set(range(6))  # k > vocab: all kept
+
+
+def test_top_p_always_keeps_the_most_likely_token():
+    logits = torch.tensor([[0.0, 0.3, 0.1, 0.2],     # flat: the argmax alone is far below top_p
+                           [5.0, 0.0, 0.0, 0.0]])    # peaked: the argmax alone is above top_p
+    for top_p in [0.0, 1e-9, 0.01]:
+        assert draws(logits, 500, top_p=top_p).tolist() == [[1] * 500, [0] * 500]
+    assert set(draws(logits, 2000, top_p=0.5)[1].tolist()) == {0}
+
+
+def reference_kept(logits, temperature, top_k, top_p):
+    """Brute force, in float64: the tokens sampling may return, and their probabilities."""
+    probs = (logits.double() / temperature).softmax(dim=-1)
+    order = sorted(range(len(probs)), key=lambda i: -probs[i].item())
+    kept = order[:top_k] if top_k else order
+    total = sum(probs[i].item() for i in kept)
+    if top_p is not None:
+        mass, prefix = 0.0, []
+        for i in kept:  # the smallest most-likely-first prefix whose mass reaches top_p
+            prefix.append(i)
+            mass += probs[i].item() / total
+            if mass >= top_p:
+                break
+        kept = prefix
+    total = sum(probs[i].item() for i in kept)
+    return {i: probs[i].item() / total for i in kept}
+
+
+@pytest.mark.parametrize('temperature, top_k', [(1.0, None), (0.7, None), (1.5, 6)])
+def test_top_p_set_matches_brute_force(temperature, top_k):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 10, generator=g) * 1.5
+    n = 4000
+    for row in logits:
+        # Aim top_p at the middle of some token's share of the mass, far from any boundary.
+        full = reference_kept(row, temperature, top_k, None)
+        ordered = sorted(full.values(), reverse=True)
+        j = int(torch.randint(len(ordered) - 1, (1,), generator=g))
+        top_p = sum(ordered[:j]) + ordered[j] / 2
+        expected = reference_kept(row, temperature, top_k, top_p)
+        assert len(expected) == j + 1
+        samples = draws(row[None], n, temperature=temperature, top_k=top_k, top_p=top_p)[0]
+        counts = torch.bincount(samples, minlength=10).double() / n
+        assert set(samples.tolist()) == set(expected), (top_p, expected)
+        for i, p in expected.items():
+            assert abs(counts[i].item() - p) < 0.03, (i, counts[i].item(), p)
+
+
+@pytest.mark.parametrize('chunks', [[7], [1, 1, 1, 1, 1, 1, 1], [3, 1, 3], [2, 5]])
+def test_cache_fed_in_chunks_matches_one_pass(attention, chunks):
+    # A prompt into an empty cache (causal), single tokens, and several tokens after cached ones
+    # (an offset mask) must all see exactly what one pass over the whole sequence sees.
+    m = chaotic_model()
+    idx = torch.randint(96, (2, 7))
+    with torch.no_grad():
+        expected, _ = m(idx, idx)  # logits at every position (B, T, vocab)
+        cache, start = M.KVCache(m.config), 0
+        for n in chunks:
+            logits, _ = m(idx[:, start:start + n], cache=cache)
+            start += n
+            torch.testing.assert_close(logits[:, -1], expected[:, start - 1], atol=1e-5, rtol=1e-5)
+    assert cache.length == 7
