@@ -1,0 +1,99 @@
+"""
+Sample text from a trained model: a checkpoint of train.py (or of nanoGPT), OpenAI's GPT-2, or a
+GPT-2 directory written by transformers' save_pretrained. Settings below; see --help.
+
+    python sample.py --out_dir=out-shakespeare-char --device=cpu --num_samples=2 --max_new_tokens=100
+
+A checkpoint trained on a character-level dataset decodes with that dataset's meta.pkl; anything
+else uses the GPT-2 BPE (tiktoken). A prompt longer than the model's block_size is cropped to its
+last block_size tokens, with a note: that is all the model can read.
+"""
+
+import os
+
+import torch
+
+import data
+from model import GPT, load_checkpoint, setup_device
+
+init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or a transformers GPT-2 directory
+out_dir = 'out'  # where train.py wrote ckpt.pt (with init_from='resume')
+start = "\n"  # the prompt; "FILE:prompt.txt" reads it from a file
+num_samples = 10  # samples to draw, one after another
+max_new_tokens = 500  # tokens generated per sample
+temperature = 0.8  # 1.0 = the model's distribution, lower = more predictable, 0 = greedy
+top_k = 200  # keep only the k most likely tokens (None or 0 = all)
+top_p = None  # keep the smallest set of most likely tokens whose probability reaches p (None = all)
+seed = 1337
+device = 'auto'  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
+dtype = 'auto'  # auto (bfloat16 or float16 on CUDA, float32 elsewhere), float32, bfloat16, float16
+compile = False  # torch.compile the forward pass (it compiles again as the cache grows: slow to start)
+
+from configurator import configure  # noqa: E402
+configure(globals())
+
+if num_samples < 1 or max_new_tokens < 1:
+    raise SystemExit(f"error: num_samples ({num_samples}) and max_new_tokens ({max_new_tokens}) must be at least 1")
+if temperature < 0:
+    raise SystemExit(f"error: temperature={temperature} is negative: use 0 (greedy) or more")
+device, device_type, ptdtype, ctx = setup_device(device, dtype)
+
+# the model
+meta = None
+if init_from == 'resume':
+    checkpoint = load_checkpoint(os.path.join(out_dir, 'ckpt.pt'), device)
+    model = GPT.from_checkpoint(checkpoint)
+    dataset = checkpoint.get('config', {}).get('dataset')
+    meta = data.load_meta(dataset) if dataset else None
+    if meta is None and model.config.vocab_size < 50257:
+        raise SystemExit(f"error: the model has a vocabulary of {model.config.vocab_size} tokens, but no meta.pkl "
+                         f"was found for its dataset {dataset!r} to decode them: run that dataset's prepare.py first")
+else:
+    model = GPT.from_pretrained(init_from)
+model.eval().to(device)
+if compile:
+    model.compile()
+
+# the tokenizer
+if meta is not None:
+    stoi, itos = meta['stoi'], meta['itos']
+
+    def encode(text):
+        for ch in text:
+            if ch not in stoi:
+                raise SystemExit(f"error: the prompt has the character {ch!r}, which is not in the model's "
+                                 f"vocabulary ({len(stoi)} characters of {dataset!r}): remove or replace it")
+        return [stoi[ch] for ch in text]
+
+    def decode(ids):
+        return ''.join(itos[i] for i in ids)
+else:
+    import tiktoken
+    enc = tiktoken.get_encoding('gpt2')
+    encode = lambda text: enc.encode(text, allowed_special={'<|endoftext|>'})  # noqa: E731
+    # Ids past GPT-2's 50257 (the vocabulary is padded to 50304 for speed) have no text.
+    decode = lambda ids: enc.decode([i for i in ids if i < enc.n_vocab])  # noqa: E731
+
+# the prompt
+if start.startswith('FILE:'):
+    try:
+        with open(start[5:], encoding='utf-8') as f:
+            start = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"error: cannot read the prompt file {start[5:]!r} ({getattr(e, 'strerror', None) or e})")
+start_ids = encode(start)
+if not start_ids:
+    raise SystemExit("error: the prompt is empty: give at least one character, e.g. --start='\\n'")
+block_size = model.config.block_size
+if len(start_ids) > block_size:
+    print(f"note: the prompt is {len(start_ids)} tokens, longer than the model's block_size {block_size}: "
+          f"keeping its last {block_size}")
+    start_ids = start_ids[-block_size:]
+x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]  # (1, T)
+
+torch.manual_seed(seed)
+with ctx:
+    for _ in range(num_samples):
+        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
+        print(decode(y[0].tolist()))
+        print('---------------')
