@@ -1,0 +1,60 @@
+"""bench.py on a CPU with a tiny model: both modes end with one JSON line of sensible figures."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32']
+
+
+def bench(*args, cwd):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench.py'), *TINY, *args],
+                       capture_output=True, text=True, cwd=cwd, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout, json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_train_mode_synthetic_data(tmp_path):
+    out, result = bench('--batch_size=4', '--warmup_iters=1', '--num_iters=3', cwd=tmp_path)
+    assert result['mode'] == 'train' and result['device'] == 'cpu' and result['dtype'] == 'float32'
+    assert result['batch_size'] == 4 and result['block_size'] == 32 and result['num_iters'] == 3
+    assert result['ms_per_iter'] > 0 and result['tflops'] > 0
+    assert abs(result['tokens_per_s'] - 4 * 32 / (result['ms_per_iter'] / 1000)) < 1e-6 * result['tokens_per_s']
+    assert result['mfu'] is None  # no honest peak on a CPU: TFLOP/s instead, never a made-up MFU
+    assert 'TFLOP/s achieved' in out and '%' not in out
+    assert 3.0 < result['loss'] < 5.0  # about ln(65) at init
+
+
+def test_train_mode_real_data_with_profile(tmp_path):
+    dataset = tmp_path / 'tiny_char'
+    dataset.mkdir()
+    tokens = np.random.default_rng(0).integers(0, 20, size=2000, dtype=np.uint16)
+    tokens.tofile(dataset / 'train.bin')
+    tokens[:500].tofile(dataset / 'val.bin')
+    with open(dataset / 'meta.pkl', 'wb') as f:
+        pickle.dump({'vocab_size': 20, 'itos': {}, 'stoi': {}}, f)
+    out, result = bench(f'--dataset={dataset}', '--batch_size=2', '--warmup_iters=1', '--num_iters=2',
+                        '--profile=True', '--trace_file=trace.json', cwd=tmp_path)
+    assert result['profile'] == 'trace.json'
+    with open(tmp_path / 'trace.json') as f:
+        assert json.load(f)['traceEvents']
+    assert 2.0 < result['loss'] < 4.0  # about ln(20): the model was built with the dataset's vocab
+
+
+def test_generate_mode_reports_identical_tokens(tmp_path):
+    out, result = bench('--mode=generate', '--max_new_tokens=12', '--num_runs=1', '--num_sequences=2', cwd=tmp_path)
+    assert result['mode'] == 'generate' and result['identical'] is True
+    assert result['num_sequences'] == 2 and result['max_new_tokens'] == 12
+    assert result['cached_tokens_per_s'] > 0 and result['plain_tokens_per_s'] > 0
+    assert abs(result['speedup'] - result['cached_tokens_per_s'] / result['plain_tokens_per_s']) < 1e-9
+
+
+def test_bad_mode_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench.py'), '--mode=fast', '--device=cpu'],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert r.returncode != 0 and r.stderr.strip().splitlines() == ["error: unknown mode 'fast': use --mode=train or --mode=generate"]
