@@ -95,6 +95,8 @@ for proc in [int(p) for p in num_procs.split(',')]:
           f"[{tokenize[0]:,.0f}, {tokenize[-1]:,.0f}]; end to end {statistics.median(end_to_end):,.0f} "
           f"[{end_to_end[0]:,.0f}, {end_to_end[-1]:,.0f}]")
 
-# On a 2-core CPU (see BENCHMARKS.md, "Data preparation throughput"):
-#  num_proc       tokens  tokenize tok/s  end to end tok/s  (medians of 3 runs)
-#         1    ...
+# On a 2-core CPU shared with other jobs (load average ~4; BENCHMARKS.md has more runs):
+# wrote /tmp/owt_bench/corpus.jsonl: 260 documents x 7, 8.1 MB
+# tokens/s, median of 3 runs [slowest, fastest]
+# num_proc=1: 2,355,535 tokens; tokenize 2,379,328 [2,048,291, 2,479,511]; end to end 810,756 [767,314, 868,524]
+# num_proc=2: 2,355,535 tokens; tokenize 2,161,041 [2,084,544, 2,243,367]; end to end 835,377 [829,843, 869,775]
