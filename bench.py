@@ -77,20 +77,25 @@ def synchronize():
         torch.mps.synchronize()
 
 
+def build_model(vocab):
+    return GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
+                         vocab_size=vocab, bias=bias, dropout=dropout)).to(device)
+
+
 def bench_train():
-    global vocab_size
+    vocab = vocab_size
     if dataset:
         meta = data.load_meta(dataset)
-        vocab_size = meta['vocab_size'] if meta else vocab_size
+        if meta:
+            vocab = meta['vocab_size']
         splits = data.open_dataset(dataset, block_size)
-        data.check_vocab(splits, vocab_size)
+        data.check_vocab(splits, vocab)
         generator = torch.Generator().manual_seed(seed)
         get_batch = lambda: splits['train'].batch(batch_size, block_size, generator, device)  # noqa: E731
     else:
-        x = torch.randint(vocab_size, (batch_size, block_size + 1), device=device)
+        x = torch.randint(vocab, (batch_size, block_size + 1), device=device)
         get_batch = lambda: (x[:, :-1], x[:, 1:])  # noqa: E731
-    model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
-                          vocab_size=vocab_size, bias=bias, dropout=dropout)).to(device)
+    model = build_model(vocab)
     optimizer = model.configure_optimizers(0.1, learning_rate, (0.9, 0.95), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == torch.float16)
     raw_model = model
@@ -139,8 +144,7 @@ def bench_train():
 
 
 def bench_generate():
-    model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
-                          vocab_size=vocab_size, bias=bias, dropout=dropout)).to(device).eval()
+    model = build_model(vocab_size).eval()
     prompt = torch.randint(vocab_size, (num_sequences, prompt_length), device=device)
     print(f"{model.get_num_params() / 1e6:.2f}M parameters, {num_sequences} x ({prompt_length} prompt + "
           f"{max_new_tokens} new) tokens on {device} in {str(ptdtype).removeprefix('torch.')}")

@@ -157,3 +157,12 @@ def test_cache_fed_in_chunks_matches_one_pass(attention, chunks):
             start += n
             torch.testing.assert_close(logits[:, -1], expected[:, start - 1], atol=1e-5, rtol=1e-5)
     assert cache.length == 7
+
+
+def test_generated_tokens_are_ordinary_tensors():
+    # generate runs the model under inference_mode; its result must still be usable for training.
+    m = chaotic_model()
+    out = m.generate(torch.randint(96, (2, 3)), 4)
+    assert not out.is_inference()
+    _, loss = m.train()(out[:, :-1], out[:, 1:])
+    loss.backward()
