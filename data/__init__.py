@@ -99,3 +99,68 @@ def check_vocab(splits, vocab_size):
         if largest >= vocab_size:
             raise SystemExit(f"error: {tokens.path} holds token id {largest}, but the model's vocab_size is "
                              f"{vocab_size}: prepare the data with the model's tokenizer, or set vocab_size > {largest}")
+
+
+# -----------------------------------------------------------------------------
+# Helpers for the data/<name>/prepare.py scripts.
+
+def download(url, path):
+    """Fetch url to path, through a temporary file so that a broken download leaves nothing behind."""
+    import urllib.request
+    print(f"downloading {url}")
+    tmp = path + '.tmp'
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, open(tmp, 'wb') as f:
+            f.write(response.read())
+    except Exception as e:  # no network, a bad URL, a server error, a broken connection
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise SystemExit(f"error: could not download {url} ({getattr(e, 'reason', None) or e}); "
+                         f"fetch the file by hand and put it at {os.path.abspath(path)}")
+    os.replace(tmp, path)
+
+
+def read_text(path):
+    """The file's text; one clear line if it is not UTF-8."""
+    with open(path, 'rb') as f:
+        raw = f.read()
+    try:
+        return raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise SystemExit(f"error: {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                         f"convert it first, e.g. iconv -f latin1 -t utf-8")
+
+
+def gpt2_encoding():
+    """tiktoken's GPT-2 BPE, or one clear line if it cannot be had."""
+    import tiktoken
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:  # its two files are downloaded on first use
+        raise SystemExit(f"error: cannot load tiktoken's GPT-2 BPE ({type(e).__name__}); it is downloaded once, "
+                         f"so connect to the internet, or set TIKTOKEN_CACHE_DIR to a folder that already holds it")
+
+
+def write_files(out_dir, outputs):
+    """Write {filename: bytes} into out_dir. Each file goes to a temporary name first and all are
+    renamed only once every one is complete, so a run that stops part-way (an error, Ctrl-C, a
+    full disk) leaves the files of the previous run as they were."""
+    written = []
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        for filename, content in outputs.items():
+            tmp = os.path.join(out_dir, filename + '.tmp')
+            with open(tmp, 'wb') as f:
+                written.append(tmp)
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException as e:
+        for tmp in written:
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise SystemExit(f"error: cannot write {e.filename or out_dir} ({e.strerror}); "
+                             f"check the free disk space, or write elsewhere")
+        raise
+    for filename in outputs:
+        os.replace(os.path.join(out_dir, filename + '.tmp'), os.path.join(out_dir, filename))

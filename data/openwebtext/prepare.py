@@ -48,17 +48,10 @@ num_proc = os.cpu_count() or 1  # worker processes for downloading and tokenizin
 min_split_tokens = 256  # stop if train or val would be shorter: too short to train or evaluate on
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
+from data import gpt2_encoding  # noqa: E402
 configure(globals())
 
 LOCAL_FORMATS = {'.parquet': 'parquet', '.jsonl': 'json', '.txt': 'text'}  # file suffix -> datasets builder
-
-
-def gpt2_encoding():
-    try:
-        return tiktoken.get_encoding("gpt2")
-    except Exception as e:  # its two files are downloaded on first use
-        raise SystemExit(f"error: cannot load tiktoken's GPT-2 BPE ({type(e).__name__}); it is downloaded once, "
-                         f"so connect to the internet, or set TIKTOKEN_CACHE_DIR to a folder that already holds it")
 
 
 def local_files(path):

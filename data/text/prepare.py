@@ -34,8 +34,8 @@ val_fraction = 0.1  # the last 10% of the tokens are the validation split
 min_split_tokens = 256  # stop if train or val would be shorter: too short to train or evaluate on
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
+from data import dataset_dir, gpt2_encoding, read_text, write_files  # noqa: E402
 configure(globals())
-
 
 def text_files(path):
     if not path:
@@ -48,50 +48,6 @@ def text_files(path):
     if not os.path.isfile(path):
         raise SystemExit(f"error: no file or folder {path}; check the path given to --input")
     return [path]
-
-
-def read_text(path):
-    with open(path, 'rb') as f:
-        raw = f.read()
-    try:
-        return raw.decode('utf-8')
-    except UnicodeDecodeError as e:
-        raise SystemExit(f"error: {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                         f"convert it first, e.g. iconv -f latin1 -t utf-8")
-
-
-def gpt2_encoding():
-    import tiktoken  # only the gpt2 tokenizer needs it
-    try:
-        return tiktoken.get_encoding("gpt2")
-    except Exception as e:  # its two files are downloaded on first use
-        raise SystemExit(f"error: cannot load tiktoken's GPT-2 BPE ({type(e).__name__}); it is downloaded once, "
-                         f"so connect to the internet, or set TIKTOKEN_CACHE_DIR to a folder that already holds it")
-
-
-def save(out_dir, outputs):
-    """Write {filename: bytes} into out_dir. Each file goes to a temporary name first and all are
-    renamed only once every one is complete, so a run that stops part-way (an error, Ctrl-C, a
-    full disk) leaves the files of the previous run as they were."""
-    written = []
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        for filename, data in outputs.items():
-            tmp = os.path.join(out_dir, filename + '.tmp')
-            with open(tmp, 'wb') as f:
-                written.append(tmp)
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-    except BaseException as e:
-        for tmp in written:
-            os.remove(tmp)
-        if isinstance(e, OSError):
-            raise SystemExit(f"error: cannot write {e.filename or out_dir} ({e.strerror}); "
-                             f"check the free disk space, or choose another --name")
-        raise
-    for filename in outputs:
-        os.replace(os.path.join(out_dir, filename + '.tmp'), os.path.join(out_dir, filename))
 
 
 if tokenizer not in ('char', 'gpt2'):
@@ -131,13 +87,12 @@ for split_name, split_ids in (('train', train_ids), ('val', val_ids)):
         raise SystemExit(f"error: the {split_name} split would hold only {len(split_ids):,} tokens "
                          f"(min_split_tokens={min_split_tokens}): use a longer text, or change --val_fraction (now {val_fraction})")
 
-from data import dataset_dir  # noqa: E402  (train.py finds --dataset=<name> through it too; imports torch)
 name = name or os.path.splitext(os.path.basename(os.path.normpath(input)))[0]
 out_dir = dataset_dir(name)
 outputs = {'train.bin': train_ids.tobytes(), 'val.bin': val_ids.tobytes()}
 if meta is not None:
     outputs['meta.pkl'] = pickle.dumps(meta)  # plain dicts: data.load_meta reads it safely
-save(out_dir, outputs)
+write_files(out_dir, outputs)
 if meta is None and os.path.exists(os.path.join(out_dir, 'meta.pkl')):
     os.remove(os.path.join(out_dir, 'meta.pkl'))  # left by an earlier char run: it would make train.py decode as char
 print(f"wrote {', '.join(outputs)} to {out_dir}")
