@@ -203,7 +203,7 @@ class GPT(nn.Module):
         if cache is not None:
             cache.length += T
         if targets is None:
-            return self.lm_head(x[:, [-1], :]), None  # (B, 1, vocab): all that generation needs
+            return self.lm_head(x[:, -1:, :]), None  # (B, 1, vocab): all that generation needs
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss

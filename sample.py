@@ -48,6 +48,9 @@ if init_from == 'resume':
     if meta is None and model.config.vocab_size < 50257:
         raise SystemExit(f"error: the model has a vocabulary of {model.config.vocab_size} tokens, but no meta.pkl "
                          f"was found for its dataset {dataset!r} to decode them: run that dataset's prepare.py first")
+    if meta is not None and meta['vocab_size'] != model.config.vocab_size:
+        raise SystemExit(f"error: {dataset!r}'s meta.pkl has {meta['vocab_size']} characters but the model has "
+                         f"{model.config.vocab_size} tokens: the dataset was prepared again since training; restore its meta.pkl")
 else:
     model = GPT.from_pretrained(init_from)
 model.eval().to(device)

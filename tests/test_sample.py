@@ -195,3 +195,14 @@ def test_char_checkpoint_without_meta(char_run, tmp_path):
     save_checkpoint({'model': char_run[1].state_dict(), 'model_args': model_args,
                      'config': {'dataset': str(tmp_path / 'gone')}}, str(tmp_path / 'out' / 'ckpt.pt'))
     check_error(sample('--out_dir=out', cwd=tmp_path), 'meta.pkl', 'gone')
+
+
+def test_char_checkpoint_with_a_different_meta(char_run, tmp_path):
+    dataset = tmp_path / 'reprepared'
+    dataset.mkdir()
+    with open(dataset / 'meta.pkl', 'wb') as f:
+        pickle.dump({'vocab_size': len(CHARS) + 3, 'itos': {}, 'stoi': {}}, f)
+    (tmp_path / 'out').mkdir()
+    save_checkpoint({'model': char_run[1].state_dict(), 'model_args': dict(MODEL_ARGS, vocab_size=len(CHARS)),
+                     'config': {'dataset': str(dataset)}}, str(tmp_path / 'out' / 'ckpt.pt'))
+    check_error(sample('--out_dir=out', cwd=tmp_path), 'meta.pkl', f'{len(CHARS) + 3} characters')
