@@ -17,6 +17,7 @@ ConfigError and can be tested without running a script.
 
 import ast
 import difflib
+import os
 import re
 import sys
 
@@ -111,8 +112,9 @@ def configure(namespace, argv=None):
         new = parse(settings, argv)
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    for key, value in new.items():
-        if value != settings[key] or type(value) is not type(settings[key]):
-            print(f"  {key} = {value!r}")
+    if os.environ.get('RANK', '0') == '0':  # under torchrun, one process says it
+        for key, value in new.items():
+            if value != settings[key] or type(value) is not type(settings[key]):
+                print(f"  {key} = {value!r}")
     namespace.update(new)
     return new
