@@ -261,3 +261,23 @@ def test_checkpoint_cannot_run_code(tmp_path):
 def test_bad_head_count():
     with pytest.raises(SystemExit, match='not divisible by n_head'):
         GPTConfig(n_embd=100, n_head=3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_cuda_mixed_precision_step_learns():
+    device, device_type, ptdtype, ctx = M.setup_device('cuda', 'auto')
+    m = tiny().to(device)
+    opt = m.configure_optimizers(0.1, 1e-2, (0.9, 0.95), device_type)
+    assert opt.defaults.get('fused')  # the fused AdamW kernel on CUDA
+    scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == torch.float16)
+    idx = torch.randint(96, (4, 16), device=device)
+    losses = []
+    for _ in range(20):
+        with ctx:
+            _, loss = m(idx, idx)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
