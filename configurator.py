@@ -34,13 +34,13 @@ def settings_of(namespace):
 
 def check_type(key, value, default):
     """Return value, checked against the type of the setting's default."""
+    if (default is None or type(default) is bool) and isinstance(value, str) and value.lower() in ('true', 'false', 'none'):
+        value = {'true': True, 'false': False, 'none': None}[value.lower()]  # --compile=false is meant as a bool
     if default is None:
-        return value  # settings that default to None take any literal
+        return value  # settings that default to None take any literal; the script checks them
     expected = type(default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)  # 1 where 1.0 is meant is fine
-    if expected is bool and isinstance(value, str) and value.lower() in ('true', 'false'):
-        return value.lower() == 'true'
     if type(value) is not expected:
         raise ConfigError(f"--{key} expects {expected.__name__} (default {default!r}), got {value!r}")
     return value
@@ -48,7 +48,7 @@ def check_type(key, value, default):
 
 def parse(settings, argv):
     """Apply config files and --key=value overrides in argv to a copy of settings; return it."""
-    settings = dict(settings)
+    defaults, settings = settings, dict(settings)  # types are checked against the script's defaults
     for arg in argv:
         if not arg.startswith('--'):  # a config file
             try:
@@ -58,11 +58,15 @@ def parse(settings, argv):
                 raise ConfigError(f"cannot read config file {arg} ({e.strerror}); "
                                   f"settings go as --key=value, config files as config/NAME.py")
             scope = dict(settings, __file__=arg)  # a config file may read the settings so far
-            exec(compile(source, arg, 'exec'), scope)
+            try:
+                exec(compile(source, arg, 'exec'), scope)
+            except Exception as e:
+                line = e.lineno if isinstance(e, SyntaxError) else e.__traceback__.tb_next.tb_lineno
+                raise ConfigError(f"{arg}, line {line}: {type(e).__name__}: {e}")
             for key, value in settings_of(scope).items():
                 if key not in settings or value is not settings[key]:
                     _known(key, settings, arg)
-                    settings[key] = check_type(key, value, settings[key])
+                    settings[key] = check_type(key, value, defaults[key])
         else:
             key, sep, text = arg[2:].partition('=')
             if not sep:
@@ -72,7 +76,7 @@ def parse(settings, argv):
                 value = ast.literal_eval(text)
             except (ValueError, SyntaxError):
                 value = text  # plain words, paths, names: strings
-            settings[key] = check_type(key, value, settings[key])
+            settings[key] = check_type(key, value, defaults[key])
     return settings
 
 

@@ -8,7 +8,7 @@ A small model on a CPU, in a few minutes:
 
 One GPU:                python train.py config/train_shakespeare_char.py
 8 GPUs on one node:     torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py
-2 processes on a CPU:   torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char_cpu.py --device=cpu
+2 processes on a CPU:   torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char_cpu.py --device=cpu --gradient_accumulation_steps=2
 2 nodes of 8 GPUs (run on each, node_rank 0 and 1; add NCCL_IB_DISABLE=1 without InfiniBand):
     torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=1234 train.py config/train_gpt2.py
 
@@ -77,6 +77,15 @@ compile = None  # torch.compile the model; None: on for CUDA, off elsewhere (it 
 seed = 1337  # for weights, dropout and data order
 # -----------------------------------------------------------------------------
 config = configure(globals())
+for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval', 'eval_iters'):
+    if globals()[name] < 1:
+        sys.exit(f"error: {name}={globals()[name]} must be at least 1")
+if decay_lr and lr_decay_iters <= warmup_iters:
+    sys.exit(f"error: lr_decay_iters={lr_decay_iters} must be larger than warmup_iters={warmup_iters} (or --decay_lr=False)")
+if backend not in ('auto', 'nccl', 'gloo'):
+    sys.exit(f"error: unknown backend {backend!r}: use auto, nccl or gloo")
+if compile not in (None, True, False):
+    sys.exit(f"error: compile={compile!r}: use True, False or None (on for CUDA only)")
 
 # Processes: one, or one per GPU (or CPU share) under torchrun.
 ddp = 'RANK' in os.environ
@@ -135,6 +144,9 @@ elif init_from.startswith('gpt2') or os.path.isdir(init_from):
 else:
     sys.exit(f"error: unknown init_from {init_from!r}: use scratch, resume, gpt2, gpt2-medium, gpt2-large, "
              "gpt2-xl or a directory saved with transformers' save_pretrained")
+if init_from == 'resume' and block_size != model.config.block_size:
+    sys.exit(f"error: the checkpoint was trained with block_size={model.config.block_size}; resume with "
+             f"--block_size={model.config.block_size}")
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
 elif block_size > model.config.block_size:
@@ -194,7 +206,8 @@ def get_lr(it):
 
 
 def rng_state():
-    state = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state()[1].tolist(), 'python': random.getstate()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # plain types, so weights_only can load it
+    state = {'torch': torch.get_rng_state(), 'numpy': (kind, keys.tolist(), pos, has_gauss, gauss), 'python': random.getstate()}
     if device_type == 'cuda':
         state['cuda'] = torch.cuda.get_rng_state(device)
     return state
@@ -202,7 +215,8 @@ def rng_state():
 
 def set_rng_state(state):
     torch.set_rng_state(state['torch'])
-    np.random.set_state(('MT19937', np.array(state['numpy'], dtype=np.uint32), 624))
+    kind, keys, pos, has_gauss, gauss = state['numpy']
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
     random.setstate(state['python'])
     if 'cuda' in state and device_type == 'cuda':
         torch.cuda.set_rng_state(state['cuda'], device)
@@ -316,7 +330,7 @@ while True:
         dt = (time.time() - t0) / iters_since_log  # .item() above waited for the device
         mfu = raw_model.estimate_mfu(batch_size * micro_steps, dt, ptdtype)
         speed = f"mfu {mfu * 100:.1f}%" if mfu is not None else \
-            f"{raw_model.flops_per_iter(batch_size * gradient_accumulation_steps) / dt / 1e12:.2f} TFLOP/s"
+            f"{raw_model.flops_per_iter(batch_size * micro_steps) / dt / 1e12:.2f} TFLOP/s"  # per process, as MFU
         print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, norm {grad_norm.item():.2f}, "
               f"{dt * 1000:.1f} ms, {tokens_per_iter / dt:,.0f} tok/s, {speed}")
         if wandb_log:
@@ -328,4 +342,5 @@ while True:
         break
 
 if ddp:
+    dist.barrier()  # rank 0 may still be writing the checkpoint
     dist.destroy_process_group()

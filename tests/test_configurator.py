@@ -31,6 +31,18 @@ def test_lowercase_booleans():
 
 def test_none_default_takes_any_literal():
     assert parse(SETTINGS, ['--top_k=50'])['top_k'] == 50
+    assert parse(SETTINGS, ['--top_k=false'])['top_k'] is False  # lowercase booleans are booleans
+    assert parse(SETTINGS, ['--top_k=none'])['top_k'] is None
+
+
+def test_mistakes_inside_a_config_file(tmp_path):
+    f = tmp_path / 'c.py'
+    f.write_text('batch_size = \n')
+    with pytest.raises(ConfigError, match=r'c.py, line 1: SyntaxError'):
+        parse(SETTINGS, [str(f)])
+    f.write_text('max_iters = 10\nbatch_size = bach_size * 2\n')
+    with pytest.raises(ConfigError, match=r"c.py, line 2: NameError: name 'bach_size' is not defined"):
+        parse(SETTINGS, [str(f)])
 
 
 def test_value_may_contain_equals():

@@ -239,6 +239,11 @@ def bad_vocab_data(tmp_path_factory):
     (['--bach_size=3'], "error: unknown setting 'bach_size'"),
     (['--max_iters=1.5'], 'error: --max_iters expects int'),
     (['config/no_such_config.py'], 'error: cannot read config file config/no_such_config.py'),
+    (['--gradient_accumulation_steps=0'], 'gradient_accumulation_steps=0 must be at least 1'),
+    (['--log_interval=0'], 'log_interval=0 must be at least 1'),
+    (['--warmup_iters=100', '--lr_decay_iters=100'], 'lr_decay_iters=100 must be larger than warmup_iters=100'),
+    (['--backend=mpi2'], "unknown backend 'mpi2'"),
+    (['--compile=banana'], "compile='banana'"),
 ])
 def test_bad_input_is_one_line(char_data, tmp_path, args, message):
     r = train(*tiny(char_data, tmp_path), *args)
@@ -270,3 +275,9 @@ def train_settings():
 def test_config_files_are_valid(config):
     settings = parse(train_settings(), [config])
     assert settings['batch_size'] * settings['block_size'] > 0
+
+
+def test_resume_with_another_block_size_is_refused(char_data, tmp_path):
+    ok(train(*tiny(char_data, tmp_path, '--max_iters=2', '--eval_interval=2')))
+    r = train(*tiny(char_data, tmp_path, '--max_iters=4', '--init_from=resume', '--block_size=16'))
+    assert r.returncode != 0 and r.stderr.startswith('error: the checkpoint was trained with block_size=32')
