@@ -244,6 +244,17 @@ class GPT(nn.Module):
             raise SystemExit(f"error: could not load {name_or_path!r} ({str(e).splitlines()[0]}); without internet, "
                              "pass a directory saved with save_pretrained instead")
         c = hf.config
+        # What this GPT implements: GPT-2's activation, MLP width, LayerNorm epsilon and tied embeddings.
+        unsupported = {k: v for k, v, ok in [
+            ('activation_function', c.activation_function, c.activation_function in ('gelu_new', 'gelu_pytorch_tanh')),
+            ('n_inner', c.n_inner, c.n_inner in (None, 4 * c.n_embd)),
+            ('layer_norm_epsilon', c.layer_norm_epsilon, c.layer_norm_epsilon == 1e-5),
+            ('tie_word_embeddings', c.tie_word_embeddings, c.tie_word_embeddings),
+            ('scale_attn_by_inverse_layer_idx', c.scale_attn_by_inverse_layer_idx, not c.scale_attn_by_inverse_layer_idx),
+        ] if not ok}
+        if unsupported:
+            raise SystemExit(f"error: {name_or_path} is a GPT-2 variant this model does not implement ({unsupported}); "
+                             "only GPT-2's own architecture loads")
         config = GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer,
                            n_head=c.n_head, n_embd=c.n_embd, bias=True, dropout=override_args.get('dropout', 0.0))
         print(f"loading weights of {name_or_path}: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, "

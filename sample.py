@@ -22,7 +22,7 @@ start = "\n"  # the prompt; "FILE:prompt.txt" reads it from a file
 num_samples = 10  # samples to draw, one after another
 max_new_tokens = 500  # tokens generated per sample
 temperature = 0.8  # 1.0 = the model's distribution, lower = more predictable, 0 = greedy
-top_k = 200  # keep only the k most likely tokens (None or 0 = all)
+top_k = 200  # keep only the k most likely tokens (0 = all)
 top_p = None  # keep the smallest set of most likely tokens whose probability reaches p (None = all)
 seed = 1337
 device = 'auto'  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
@@ -36,6 +36,10 @@ if num_samples < 1 or max_new_tokens < 1:
     raise SystemExit(f"error: num_samples ({num_samples}) and max_new_tokens ({max_new_tokens}) must be at least 1")
 if temperature < 0:
     raise SystemExit(f"error: temperature={temperature} is negative: use 0 (greedy) or more")
+if top_k is not None and (not isinstance(top_k, int) or top_k < 0):
+    raise SystemExit(f"error: top_k={top_k!r}: use a whole number of tokens, or 0 or None for all")
+if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+    raise SystemExit(f"error: top_p={top_p!r}: use a probability in (0, 1], or None for all")
 device, device_type, ptdtype, ctx = setup_device(device, dtype)
 
 # the model
@@ -45,14 +49,17 @@ if init_from == 'resume':
     model = GPT.from_checkpoint(checkpoint)
     dataset = checkpoint.get('config', {}).get('dataset')
     meta = data.load_meta(dataset) if dataset else None
-    if meta is None and model.config.vocab_size < 50257:
-        raise SystemExit(f"error: the model has a vocabulary of {model.config.vocab_size} tokens, but no meta.pkl "
-                         f"was found for its dataset {dataset!r} to decode them: run that dataset's prepare.py first")
     if meta is not None and meta['vocab_size'] != model.config.vocab_size:
         raise SystemExit(f"error: {dataset!r}'s meta.pkl has {meta['vocab_size']} characters but the model has "
                          f"{model.config.vocab_size} tokens: the dataset was prepared again since training; restore its meta.pkl")
 else:
     model = GPT.from_pretrained(init_from)
+    dataset = None
+if meta is None and model.config.vocab_size < 50257:
+    raise SystemExit(f"error: the model has a vocabulary of {model.config.vocab_size} tokens, too few for the GPT-2 BPE, "
+                     f"and no meta.pkl (dataset {dataset!r}) to decode them: run that dataset's prepare.py first")
+if meta is not None and not {'stoi', 'itos'} <= set(meta):
+    raise SystemExit(f"error: {dataset!r}'s meta.pkl has no stoi/itos to encode and decode characters; run its prepare.py again")
 model.eval().to(device)
 if compile:
     model.compile()
@@ -71,8 +78,7 @@ if meta is not None:
     def decode(ids):
         return ''.join(itos[i] for i in ids)
 else:
-    import tiktoken
-    enc = tiktoken.get_encoding('gpt2')
+    enc = data.gpt2_encoding()
     encode = lambda text: enc.encode(text, allowed_special={'<|endoftext|>'})  # noqa: E731
     # Ids past GPT-2's 50257 (the vocabulary is padded to 50304 for speed) have no text.
     decode = lambda ids: enc.decode([i for i in ids if i < enc.n_vocab])  # noqa: E731

@@ -281,3 +281,30 @@ def test_cuda_mixed_precision_step_learns():
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+
+
+def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
+    # a save that dies half-way (a crash, a full disk) must leave the previous checkpoint whole
+    path = str(tmp_path / 'ckpt.pt')
+    M.save_checkpoint({'model': tiny().state_dict(), 'model_args': TINY, 'iter_num': 1}, path)
+    before = open(path, 'rb').read()
+    real_save = torch.save
+
+    def dies_half_way(obj, f):
+        real_save(obj, f)
+        f.truncate(len(before) // 2)
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(torch, 'save', dies_half_way)
+    with pytest.raises(OSError):
+        M.save_checkpoint({'model': tiny(n_embd=64).state_dict(), 'model_args': TINY, 'iter_num': 2}, path)
+    assert open(path, 'rb').read() == before
+    assert M.load_checkpoint(path)['iter_num'] == 1
+
+
+@pytest.mark.parametrize('change', [dict(activation_function='relu'), dict(n_inner=40), dict(layer_norm_epsilon=1e-6),
+                                    dict(tie_word_embeddings=False)])
+def test_from_pretrained_refuses_gpt2_variants(tmp_path, change):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=8, n_embd=16, n_layer=1, n_head=2, **change)).save_pretrained(tmp_path)
+    with pytest.raises(SystemExit, match='GPT-2 variant this model does not implement'):
+        GPT.from_pretrained(str(tmp_path))

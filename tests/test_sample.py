@@ -171,7 +171,11 @@ def check_error(r, *words):
     (['--max_new_tokens=0'], ['max_new_tokens']),
     (['--num_samples=-1'], ['num_samples']),
     (['--temperature=-1'], ['temperature']),
-], ids=['char-not-in-vocab', 'missing-prompt-file', 'empty-prompt', 'max-new-tokens', 'num-samples', 'temperature'])
+    (['--top_k=-1'], ['top_k=-1']),
+    (['--top_p=0'], ['top_p=0']),
+    (['--top_p=abc'], ["top_p='abc'"]),
+], ids=['char-not-in-vocab', 'missing-prompt-file', 'empty-prompt', 'max-new-tokens', 'num-samples', 'temperature',
+        'top-k', 'top-p-zero', 'top-p-text'])
 def test_bad_input(char_run, tmp_path, args, words):
     check_error(sample(f'--out_dir={char_run[0]}', '--max_new_tokens=5', *args, cwd=tmp_path), *words)
 
@@ -206,3 +210,13 @@ def test_char_checkpoint_with_a_different_meta(char_run, tmp_path):
     save_checkpoint({'model': char_run[1].state_dict(), 'model_args': dict(MODEL_ARGS, vocab_size=len(CHARS)),
                      'config': {'dataset': str(dataset)}}, str(tmp_path / 'out' / 'ckpt.pt'))
     check_error(sample('--out_dir=out', cwd=tmp_path), 'meta.pkl', f'{len(CHARS) + 3} characters')
+
+
+def test_small_vocab_transformers_directory_without_meta(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    GPT2LMHeadModel(GPT2Config(vocab_size=70, n_positions=16, n_embd=16, n_layer=1, n_head=2, bos_token_id=None,
+                               eos_token_id=None)).save_pretrained(tmp_path / 'small')
+    r = sample('--init_from=small', '--max_new_tokens=5', cwd=tmp_path)
+    # transformers may print its own progress bar while loading; the error is the last line
+    assert r.returncode != 0 and 'Traceback' not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith('error: the model has a vocabulary of 70 tokens')
