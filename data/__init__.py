@@ -121,9 +121,12 @@ def download(url, path):
 
 
 def read_text(path):
-    """The file's text; one clear line if it is not UTF-8."""
-    with open(path, 'rb') as f:
-        raw = f.read()
+    """The file's text; one clear line if it cannot be read or is not UTF-8."""
+    try:
+        with open(path, 'rb') as f:
+            raw = f.read()
+    except OSError as e:
+        raise SystemExit(f"error: cannot read {path} ({e.strerror}); give the path of a text file")
     try:
         return raw.decode('utf-8')
     except UnicodeDecodeError as e:

@@ -280,9 +280,11 @@ def test_shakespeare_failed_download_says_where_to_put_the_file(script, tmp_path
 
 
 @pytest.mark.parametrize('script', [CHAR, BPE])
-@pytest.mark.parametrize('case', ['empty', 'latin1', 'short', 'write'])
+@pytest.mark.parametrize('case', ['empty', 'latin1', 'short', 'write', 'folder', 'val_fraction'])
 def test_shakespeare_bad_input(script, case, bad_files, out_dir, shakespeare_txt):
     args, words = {
+        'folder': ([f'--input_file={bad_files}'], ['cannot read', 'Is a directory']),
+        'val_fraction': ([f'--input_file={shakespeare_txt}', '--val_fraction=1.5'], ['--val_fraction=1.5 must lie between 0 and 1']),
         'empty': ([f'--input_file={bad_files / "empty.txt"}'], ['empty.txt is empty']),
         'latin1': ([f'--input_file={bad_files / "latin1.txt"}'], ['not UTF-8', 'byte 0xe9']),
         'short': ([f'--input_file={shakespeare_txt}', '--val_fraction=0.0001'], ['val split would hold only', 'min_split_tokens']),
@@ -303,10 +305,12 @@ def test_char_vocab_too_large_for_uint16(bad_files, out_dir):
                   out_dir, '65,537 distinct characters', '--tokenizer=gpt2')
 
 
-@pytest.mark.parametrize('case', ['no input', 'missing', 'empty', 'no txt', 'latin1', 'short', 'tokenizer', 'write'])
+@pytest.mark.parametrize('case', ['no input', 'missing', 'empty', 'no txt', 'latin1', 'short', 'tokenizer', 'write',
+                                  'val_fraction'])
 def test_own_text_bad_input(case, bad_files, out_dir, text):
     (bad_files / 'good.txt').write_text(text[:20000], encoding='utf-8')
     args, words = {
+        'val_fraction': ([f'--input={bad_files / "good.txt"}', '--val_fraction=1.5'], ['must lie between 0 and 1']),
         'no input': ([], ['--input=']),
         'missing': ([f'--input={bad_files / "nope.txt"}'], ['no file or folder', 'nope.txt']),
         'empty': ([f'--input={bad_files / "empty.txt"}'], ['empty.txt is empty']),

@@ -36,6 +36,8 @@ min_split_tokens = 256  # stop if train or val would be shorter: too short to tr
 from configurator import configure  # noqa: E402
 from data import dataset_dir, gpt2_encoding, read_text, write_files  # noqa: E402
 configure(globals())
+if not 0 < val_fraction < 1:
+    raise SystemExit(f"error: --val_fraction={val_fraction} must lie between 0 and 1 (e.g. 0.1)")
 
 def text_files(path):
     if not path:
