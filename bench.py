@@ -18,6 +18,7 @@ and reports the median tokens/s of both and whether they produced identical toke
 """
 
 import json
+import os
 import statistics
 import time
 
@@ -62,9 +63,11 @@ configure(globals())
 
 if mode not in ('train', 'generate'):
     raise SystemExit(f"error: unknown mode {mode!r}: use --mode=train or --mode=generate")
-for name in ('batch_size', 'num_iters', 'max_new_tokens', 'prompt_length', 'num_sequences', 'num_runs'):
+for name in ('batch_size', 'block_size', 'vocab_size', 'num_iters', 'max_new_tokens', 'prompt_length', 'num_sequences', 'num_runs'):
     if globals()[name] < 1:
         raise SystemExit(f"error: --{name}={globals()[name]} must be at least 1")
+if warmup_iters < 0 or top_k < 0 or temperature < 0:
+    raise SystemExit("error: warmup_iters, top_k and temperature must not be negative")
 device, device_type, ptdtype, ctx = setup_device(device, dtype)
 torch.manual_seed(seed)
 
@@ -132,6 +135,8 @@ def bench_train():
     if profiler:
         profiler.stop()
         profiler.export_chrome_trace(trace_file)
+        if not os.path.isfile(trace_file):
+            raise SystemExit(f"error: the profiler could not write {trace_file}; choose another --trace_file")
         print(f"profiler trace written to {trace_file}")
     tokens_per_s = batch_size * block_size / dt
     tflops = raw_model.flops_per_iter(batch_size) / dt / 1e12

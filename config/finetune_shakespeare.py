@@ -1,6 +1,6 @@
 # Goal: finetune OpenAI's GPT-2 XL (1.5B) on Shakespeare in the GPT-2 BPE.
-# Hardware: one GPU with ~40 GB or more (A100 40GB: a few minutes). Smaller GPUs: pick a smaller
-# init_from (gpt2-large ~20 GB, gpt2-medium ~10 GB, gpt2 ~6 GB at this batch size).
+# Hardware: one GPU with ~30 GB or more (an A100 40GB: a few minutes). Smaller GPUs: pick a smaller
+# init_from (roughly gpt2-large ~16 GB, gpt2-medium ~8 GB, gpt2 ~4 GB at this batch size; README).
 # Expected: val loss ~3.3 or below within 20 iterations (the best checkpoint is kept), then
 #   python sample.py --out_dir=out-shakespeare
 # Prepare the data first: python data/shakespeare/prepare.py

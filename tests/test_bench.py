@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32']
@@ -58,3 +59,15 @@ def test_bad_mode_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench.py'), '--mode=fast', '--device=cpu'],
                        capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert r.returncode != 0 and r.stderr.strip().splitlines() == ["error: unknown mode 'fast': use --mode=train or --mode=generate"]
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--block_size=0'], 'error: --block_size=0 must be at least 1'),
+    (['--mode=generate', '--top_k=-1'], 'error: warmup_iters, top_k and temperature must not be negative'),
+    (['--profile=True', '--trace_file=/nonexistent/dir/trace.json', '--num_iters=1', '--warmup_iters=0'],
+     'error: the profiler could not write /nonexistent/dir/trace.json'),
+])
+def test_bad_settings_are_one_line(tmp_path, args, message):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench.py'), *TINY, *args],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode != 0 and 'Traceback' not in r.stderr and r.stderr.strip().splitlines()[-1].startswith(message), r.stderr
