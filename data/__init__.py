@@ -144,6 +144,16 @@ def gpt2_encoding():
                          f"so connect to the internet, or set TIKTOKEN_CACHE_DIR to a folder that already holds it")
 
 
+def check_splits(train_ids, val_ids, min_split_tokens, val_fraction):
+    """Print the token counts; stop if either split is too short to train or evaluate on."""
+    print(f"train has {len(train_ids):,} tokens")
+    print(f"val has {len(val_ids):,} tokens")
+    for name, ids in (('train', train_ids), ('val', val_ids)):
+        if len(ids) < min_split_tokens:
+            raise SystemExit(f"error: the {name} split would hold only {len(ids):,} tokens (min_split_tokens={min_split_tokens}): "
+                             f"use a longer text, or change --val_fraction (now {val_fraction})")
+
+
 def write_files(out_dir, outputs):
     """Write {filename: bytes} into out_dir. Each file goes to a temporary name first and all are
     renamed only once every one is complete, so a run that stops part-way (an error, Ctrl-C, a

@@ -30,7 +30,7 @@ val_fraction = 0.1  # the last 10% of the characters are the validation split
 min_split_tokens = 256  # stop if train or val would be shorter: too short to train or evaluate on
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
-from data import download, gpt2_encoding, read_text, write_files  # noqa: E402
+from data import check_splits, download, gpt2_encoding, read_text, write_files  # noqa: E402
 configure(globals())
 if not 0 < val_fraction < 1:
     raise SystemExit(f"error: --val_fraction={val_fraction} must lie between 0 and 1 (e.g. 0.1)")
@@ -48,12 +48,7 @@ split = int(n * (1 - val_fraction))
 enc = gpt2_encoding()
 train_ids = np.array(enc.encode_ordinary(data[:split]), dtype=np.uint16)  # GPT-2's ids are all < 50,257
 val_ids = np.array(enc.encode_ordinary(data[split:]), dtype=np.uint16)
-print(f"train has {len(train_ids):,} tokens")
-print(f"val has {len(val_ids):,} tokens")
-for name, ids in (('train', train_ids), ('val', val_ids)):
-    if len(ids) < min_split_tokens:
-        raise SystemExit(f"error: the {name} split would hold only {len(ids):,} tokens (min_split_tokens={min_split_tokens}): "
-                         f"use a longer text, or change --val_fraction (now {val_fraction})")
+check_splits(train_ids, val_ids, min_split_tokens, val_fraction)
 
 write_files(out_dir, {'train.bin': train_ids.tobytes(), 'val.bin': val_ids.tobytes()})
 print(f"wrote train.bin and val.bin to {out_dir}")

@@ -31,7 +31,7 @@ val_fraction = 0.1  # the last 10% of the characters are the validation split
 min_split_tokens = 256  # stop if train or val would be shorter: too short to train or evaluate on
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
-from data import download, read_text, write_files  # noqa: E402
+from data import check_splits, download, read_text, write_files  # noqa: E402
 configure(globals())
 if not 0 < val_fraction < 1:
     raise SystemExit(f"error: --val_fraction={val_fraction} must lie between 0 and 1 (e.g. 0.1)")
@@ -59,12 +59,7 @@ n = len(data)
 split = int(n * (1 - val_fraction))
 train_ids = np.array([stoi[c] for c in data[:split]], dtype=np.uint16)
 val_ids = np.array([stoi[c] for c in data[split:]], dtype=np.uint16)
-print(f"train has {len(train_ids):,} tokens")
-print(f"val has {len(val_ids):,} tokens")
-for name, ids in (('train', train_ids), ('val', val_ids)):
-    if len(ids) < min_split_tokens:
-        raise SystemExit(f"error: the {name} split would hold only {len(ids):,} tokens (min_split_tokens={min_split_tokens}): "
-                         f"use a longer text, or change --val_fraction (now {val_fraction})")
+check_splits(train_ids, val_ids, min_split_tokens, val_fraction)
 
 meta = {'vocab_size': vocab_size, 'itos': itos, 'stoi': stoi}  # plain dicts: data.load_meta reads it safely
 write_files(out_dir, {'train.bin': train_ids.tobytes(), 'val.bin': val_ids.tobytes(), 'meta.pkl': pickle.dumps(meta)})

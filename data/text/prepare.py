@@ -34,7 +34,7 @@ val_fraction = 0.1  # the last 10% of the tokens are the validation split
 min_split_tokens = 256  # stop if train or val would be shorter: too short to train or evaluate on
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
-from data import dataset_dir, gpt2_encoding, read_text, write_files  # noqa: E402
+from data import check_splits, dataset_dir, gpt2_encoding, read_text, write_files  # noqa: E402
 configure(globals())
 if not 0 < val_fraction < 1:
     raise SystemExit(f"error: --val_fraction={val_fraction} must lie between 0 and 1 (e.g. 0.1)")
@@ -82,12 +82,7 @@ else:
 
 split = int(len(ids) * (1 - val_fraction))
 train_ids, val_ids = ids[:split], ids[split:]
-print(f"train has {len(train_ids):,} tokens")
-print(f"val has {len(val_ids):,} tokens")
-for split_name, split_ids in (('train', train_ids), ('val', val_ids)):
-    if len(split_ids) < min_split_tokens:
-        raise SystemExit(f"error: the {split_name} split would hold only {len(split_ids):,} tokens "
-                         f"(min_split_tokens={min_split_tokens}): use a longer text, or change --val_fraction (now {val_fraction})")
+check_splits(train_ids, val_ids, min_split_tokens, val_fraction)
 
 name = name or os.path.splitext(os.path.basename(os.path.normpath(input)))[0]
 out_dir = dataset_dir(name)
