@@ -49,55 +49,54 @@ class LayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(ndim))
         self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
 
+    eps = 1e-5  # GPT-2's
+
     def forward(self, x):
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
 class CausalSelfAttention(nn.Module):
     # Flip to False to use the plain masked-softmax attention below (slower, easier to read).
     use_sdpa = True
 
-    def __init__(self, config, layer_idx):
+    def __init__(self, config):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
-        self.layer_idx = layer_idx  # which slot of a KVCache this layer reads and writes
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, cache=None):
+    def forward(self, x):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         hs = C // self.n_head
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, nh, Tk, hs), Tk = tokens so far
-        y = self.attend(q, k, v)  # (B, nh, T, hs)
+        y = self.attend(q, k, v, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
         return self.resid_dropout(self.c_proj(y))
 
-    def attend(self, q, k, v):
-        # The T queries are the last T of the Tk positions; each sees itself and what came before.
+    @classmethod
+    def attend(cls, q, k, v, dropout_p=0.0):
+        """q (B, nh, T, hs) are the last T of the Tk positions of k, v (B, nh, Tk, hs); each sees
+        itself and what came before. Tk > T when earlier keys and values come from a KVCache."""
         # Two common cases need no mask tensor: the whole sequence at once (T == Tk, causal), and
         # one new token after the cached ones (T == 1, it sees them all: the decoding step).
         T, Tk = q.size(2), k.size(2)
         is_causal = T == Tk
         mask = None if is_causal or T == 1 else torch.ones(T, Tk, dtype=torch.bool, device=q.device).tril(Tk - T)
-        dropout_p = self.dropout if self.training else 0.0
-        if self.use_sdpa:  # fused kernels (flash attention on GPUs)
+        if cls.use_sdpa:  # fused kernels (flash attention on GPUs)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
         if is_causal:
             mask = torch.ones(T, Tk, dtype=torch.bool, device=q.device).tril()
         att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, Tk)
         if mask is not None:
             att = att.masked_fill(~mask, float('-inf'))
-        att = att.softmax(dim=-1)
-        return self.attn_dropout(att) @ v  # (B, nh, T, hs)
+        att = F.dropout(att.softmax(dim=-1), dropout_p)
+        return att @ v  # (B, nh, T, hs)
 
 
 class MLP(nn.Module):
@@ -115,15 +114,15 @@ class MLP(nn.Module):
 
 class Block(nn.Module):
 
-    def __init__(self, config, layer_idx):
+    def __init__(self, config):
         super().__init__()
         self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config, layer_idx)
+        self.attn = CausalSelfAttention(config)
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache=None):
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -158,7 +157,7 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
             wpe=nn.Embedding(config.block_size, config.n_embd),  # position embeddings
             drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=LayerNorm(config.n_embd, bias=config.bias),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -186,27 +185,63 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx, targets=None, cache=None):
+    def forward(self, idx, targets=None):
         """idx (B, T) token ids -> (logits, loss). With targets (B, T): logits for every position
         and the mean cross-entropy (targets of -1 are ignored). Without: logits of the last
-        position only, (B, 1, vocab). With a KVCache, idx holds only the tokens after the cached ones."""
+        position only, (B, 1, vocab)."""
         B, T = idx.size()
-        start = 0 if cache is None else cache.length
-        if start + T > self.config.block_size:
-            raise ValueError(f"sequence of {start + T} tokens is longer than block_size "
-                             f"{self.config.block_size}: crop it to the last {self.config.block_size} tokens")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}: "
+                             f"crop it to the last {self.config.block_size} tokens")
+        pos = torch.arange(0, T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for block in self.transformer.h:
-            x = block(x, cache)
+            x = block(x)
         x = self.transformer.ln_f(x)  # (B, T, C)
-        if cache is not None:
-            cache.length += T
         if targets is None:
             return self.lm_head(x[:, -1:, :]), None  # (B, 1, vocab): all that generation needs
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    def forward_cached(self, idx, cache, weights=None):
+        """forward() for generation with a KVCache: idx (B, T) are the tokens after the
+        cache.length ones it holds. Stores their keys and values; returns the logits of the last
+        one, (B, vocab). Eval mode only (no dropout). weights: the model's inference_weights(), if
+        the caller has them already.
+
+        The arithmetic is forward()'s, step for step (the tests check they agree), written with
+        functions of the weights instead of module calls: one token at a time on a CPU, the
+        Python cost of ~60 module calls and ~80 parameter lookups through modules per token is
+        as large as the arithmetic of a small model (BENCHMARKS.md, Generation)."""
+        B, T = idx.size()
+        C, nh = self.config.n_embd, self.config.n_head
+        start, end = cache.length, cache.length + T
+        if end > self.config.block_size:
+            raise ValueError(f"sequence of {end} tokens is longer than block_size {self.config.block_size}")
+        w = weights or self.inference_weights()
+        x = F.embedding(idx, w['transformer.wte.weight']) + w['transformer.wpe.weight'][start:end]  # (B, T, C)
+        for i in range(self.config.n_layer):
+            p = f'transformer.h.{i}.'  # the Block's parameter names, as in the state dict
+            # x = x + attn(ln_1(x))
+            h = F.layer_norm(x, (C,), w[p + 'ln_1.weight'], w.get(p + 'ln_1.bias'), LayerNorm.eps)
+            qkv = F.linear(h, w[p + 'attn.c_attn.weight'], w.get(p + 'attn.c_attn.bias'))  # (B, T, 3C)
+            q, k, v = qkv.view(B, T, 3, nh, C // nh).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hs)
+            k, v = cache.update(i, k, v)  # (B, nh, end, hs): the cached tokens' and these
+            y = CausalSelfAttention.attend(q, k, v)  # (B, nh, T, hs)
+            y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+            x = x + F.linear(y, w[p + 'attn.c_proj.weight'], w.get(p + 'attn.c_proj.bias'))
+            # x = x + mlp(ln_2(x))
+            h = F.layer_norm(x, (C,), w[p + 'ln_2.weight'], w.get(p + 'ln_2.bias'), LayerNorm.eps)
+            h = F.gelu(F.linear(h, w[p + 'mlp.c_fc.weight'], w.get(p + 'mlp.c_fc.bias')), approximate='tanh')
+            x = x + F.linear(h, w[p + 'mlp.c_proj.weight'], w.get(p + 'mlp.c_proj.bias'))
+        cache.length = end
+        x = F.layer_norm(x[:, -1, :], (C,), w['transformer.ln_f.weight'], w.get('transformer.ln_f.bias'), LayerNorm.eps)  # (B, C)
+        return F.linear(x, w['lm_head.weight'])  # (B, vocab)
+
+    def inference_weights(self):
+        """Every parameter by its state dict name (the tied lm_head.weight included), for forward_cached."""
+        return dict(self.named_parameters(remove_duplicate=False))
 
     def crop_block_size(self, block_size):
         """Shrink the context length, e.g. to finetune GPT-2 (1024) with a shorter block_size."""
@@ -324,7 +359,7 @@ class GPT(nn.Module):
         tokens, top_p the smallest set whose probability reaches p (both off when None).
         use_cache=False recomputes the whole context for every token (the simple reference)."""
         block_size = self.config.block_size
-        cache = None
+        cache = weights = None
         for _ in range(max_new_tokens):
             # inference_mode: no_grad, and no autograd version counters either (~7% faster per token
             # on a CPU). Only the new token leaves it, joining idx as an ordinary tensor.
@@ -332,16 +367,16 @@ class GPT(nn.Module):
                 T = idx.size(1)
                 if use_cache and T <= block_size:
                     if cache is None:  # prefill: read the whole prompt once
-                        cache = KVCache(self.config)
-                        logits, _ = self(idx, cache=cache)
+                        cache, weights = KVCache(self.config), self.inference_weights()
+                        logits = self.forward_cached(idx, cache, weights)
                     else:  # one token, attending to the cached keys and values
-                        logits, _ = self(idx[:, -1:], cache=cache)
+                        logits = self.forward_cached(idx[:, -1:], cache, weights)
                 else:
                     # Past block_size the window slides: every token would sit at a new position, and
                     # learned absolute position embeddings change every cached key and value. So the
                     # cache cannot slide with it; recompute the window, exactly as the plain path does.
-                    logits, _ = self(idx[:, -block_size:])
-                next_token = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+                    logits = self(idx[:, -block_size:])[0][:, -1, :]
+                next_token = sample_next_token(logits, temperature, top_k, top_p, generator)
             idx = torch.cat((idx, next_token), dim=1)
         return idx
 

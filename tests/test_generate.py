@@ -10,15 +10,18 @@ from model import GPT, GPTConfig, sample_next_token
 BLOCK = 16
 
 
-def chaotic_model(dropout=0.1):
+def chaotic_model(dropout=0.1, bias=True):
     """A tiny GPT in eval mode whose weight matrices are large enough that the next token depends
-    on the whole context and on every position (at GPT-2's init it mostly repeats the last token)."""
+    on the whole context and on every position (at GPT-2's init it mostly repeats the last token).
+    Biases and LayerNorm gains are moved off 0 and 1, so that a step that skips one shows."""
     torch.manual_seed(0)
-    m = GPT(GPTConfig(block_size=BLOCK, vocab_size=96, n_layer=2, n_head=4, n_embd=32, dropout=dropout))
+    m = GPT(GPTConfig(block_size=BLOCK, vocab_size=96, n_layer=2, n_head=4, n_embd=32, dropout=dropout, bias=bias))
     with torch.no_grad():
         for p in m.parameters():
-            if p.dim() == 2:  # embeddings and Linear weights; LayerNorms stay at 1 and 0
+            if p.dim() == 2:  # embeddings and Linear weights
                 p.normal_(0.0, 0.5)
+            else:  # biases, LayerNorm gains and biases
+                p.add_(torch.randn_like(p) * 0.2)
     return m.eval()
 
 
@@ -43,9 +46,10 @@ def attention(request):
 CASES = [(1, 3, 12), (3, 3, 12), (1, 3, 30), (3, 5, 30), (2, BLOCK, 6), (2, BLOCK + 4, 6)]
 
 
+@pytest.mark.parametrize('bias', [True, False], ids=['bias', 'no-bias'])
 @pytest.mark.parametrize('B, T, new', CASES)
-def test_greedy_cached_equals_plain(attention, B, T, new):
-    m = chaotic_model()
+def test_greedy_cached_equals_plain(attention, B, T, new, bias):
+    m = chaotic_model(bias=bias)
     idx = torch.randint(96, (B, T), generator=torch.Generator().manual_seed(T))
     cached = m.generate(idx, new, temperature=0)
     plain = m.generate(idx, new, temperature=0, use_cache=False)
@@ -143,20 +147,24 @@ def test_top_p_set_matches_brute_force(temperature, top_k):
             assert abs(counts[i].item() - p) < 0.03, (i, counts[i].item(), p)
 
 
+@pytest.mark.parametrize('bias', [True, False], ids=['bias', 'no-bias'])
 @pytest.mark.parametrize('chunks', [[7], [1, 1, 1, 1, 1, 1, 1], [3, 1, 3], [2, 5]])
-def test_cache_fed_in_chunks_matches_one_pass(attention, chunks):
-    # A prompt into an empty cache (causal), single tokens, and several tokens after cached ones
-    # (an offset mask) must all see exactly what one pass over the whole sequence sees.
-    m = chaotic_model()
+def test_cache_fed_in_chunks_matches_one_pass(attention, chunks, bias):
+    # forward_cached, the generation path, against forward, the training path: a prompt into an
+    # empty cache (causal), single tokens, and several tokens after cached ones (an offset mask)
+    # must all give the logits one pass over the whole sequence gives.
+    m = chaotic_model(bias=bias)
     idx = torch.randint(96, (2, 7))
     with torch.no_grad():
         expected, _ = m(idx, idx)  # logits at every position (B, T, vocab)
         cache, start = M.KVCache(m.config), 0
         for n in chunks:
-            logits, _ = m(idx[:, start:start + n], cache=cache)
+            logits = m.forward_cached(idx[:, start:start + n], cache)  # (B, vocab)
             start += n
-            torch.testing.assert_close(logits[:, -1], expected[:, start - 1], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(logits, expected[:, start - 1], atol=1e-5, rtol=1e-5)
     assert cache.length == 7
+    with pytest.raises(ValueError, match='block_size'):
+        m.forward_cached(torch.zeros(2, BLOCK - 6, dtype=torch.long), cache)  # 7 cached + 10 new > 16
 
 
 def test_generated_tokens_are_ordinary_tensors():
