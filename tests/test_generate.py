@@ -93,6 +93,23 @@ def test_temperature_zero_is_greedy():
     assert torch.equal(one, two)
 
 
+def test_draws_are_torch_multinomial_draws():
+    # sample_next_token draws with an exponential race; torch.multinomial is the reference, from
+    # the same generator state, also where top-k and top-p leave tokens at probability zero.
+    logits = torch.randn(8, 50, generator=torch.Generator().manual_seed(0)) * 2
+    for kw in [dict(), dict(temperature=0.7), dict(top_k=5), dict(top_p=0.8), dict(top_k=20, top_p=0.5)]:
+        ours = sample_next_token(logits, generator=torch.Generator().manual_seed(1), **kw)
+        t = kw.get('temperature', 1.0)
+        masked = logits / t
+        if 'top_k' in kw or 'top_p' in kw:  # the same filtering, by the brute force above
+            masked = torch.full_like(logits, float('-inf'))
+            for r in range(len(logits)):
+                keep = list(reference_kept(logits[r], t, kw.get('top_k'), kw.get('top_p')))
+                masked[r, keep] = logits[r, keep] / t
+        expected = torch.multinomial(masked.softmax(dim=-1), 1, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(ours, expected), kw
+
+
 def test_top_k_keeps_exactly_k_tokens_when_tied():
     logits = torch.tensor([[0.0, 2.0, 2.0, 2.0, 1.0, -1.0]])  # three tokens tie for the top
     for k, allowed in [(1, {1, 2, 3}), (2, {1, 2, 3}), (4, {1, 2, 3, 4})]:

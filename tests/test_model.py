@@ -229,6 +229,15 @@ def test_checkpoint_roundtrip_and_nanogpt_prefix(tmp_path):
         assert torch.equal(v, m2.state_dict()[k])
 
 
+def test_checkpoint_with_nan_weights_is_refused():
+    m = tiny()
+    for name in ['transformer.h.1.mlp.c_fc.weight', 'lm_head.weight']:
+        sd = {k: v.clone() for k, v in m.state_dict().items()}
+        sd[name][3, 2] = float('nan') if name.startswith('lm') else float('inf')
+        with pytest.raises(SystemExit, match=f"{name.replace('lm_head', 'transformer.wte')} holds NaN or inf"):
+            GPT.from_checkpoint({'model': sd, 'model_args': dict(TINY, bias=True, dropout=0.0)})
+
+
 def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(SystemExit, match='no checkpoint at'):
         M.load_checkpoint(str(tmp_path / 'missing.pt'))

@@ -193,6 +193,15 @@ def test_missing_checkpoint(tmp_path):
     check_error(sample('--out_dir=empty', cwd=tmp_path), 'empty', 'ckpt.pt')
 
 
+def test_checkpoint_with_nan_weights(char_run, tmp_path):
+    sd = {k: v.clone() for k, v in char_run[1].state_dict().items()}
+    sd['transformer.h.0.attn.c_attn.weight'][0, 0] = float('nan')
+    (tmp_path / 'out').mkdir()
+    save_checkpoint({'model': sd, 'model_args': dict(MODEL_ARGS, vocab_size=len(CHARS)), 'config': {}},
+                    str(tmp_path / 'out' / 'ckpt.pt'))
+    check_error(sample('--out_dir=out', cwd=tmp_path), 'transformer.h.0.attn.c_attn.weight', 'NaN')
+
+
 def test_char_checkpoint_without_meta(char_run, tmp_path):
     model_args = dict(MODEL_ARGS, vocab_size=len(CHARS))
     (tmp_path / 'out').mkdir()
