@@ -44,12 +44,12 @@ class GPTConfig:
 class LayerNorm(nn.Module):
     """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1)."""
 
+    eps = 1e-5  # GPT-2's
+
     def __init__(self, ndim, bias):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(ndim))
         self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
-
-    eps = 1e-5  # GPT-2's
 
     def forward(self, x):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
@@ -218,7 +218,8 @@ class GPT(nn.Module):
         C, nh = self.config.n_embd, self.config.n_head
         start, end = cache.length, cache.length + T
         if end > self.config.block_size:
-            raise ValueError(f"sequence of {end} tokens is longer than block_size {self.config.block_size}")
+            raise ValueError(f"{start} cached + {T} new tokens is longer than block_size {self.config.block_size}: "
+                             "start a new KVCache with the last block_size tokens")
         w = weights or self.inference_weights()
         x = F.embedding(idx, w['transformer.wte.weight']) + w['transformer.wpe.weight'][start:end]  # (B, T, C)
         for i in range(self.config.n_layer):
@@ -236,7 +237,8 @@ class GPT(nn.Module):
             h = F.gelu(F.linear(h, w[p + 'mlp.c_fc.weight'], w.get(p + 'mlp.c_fc.bias')), approximate='tanh')
             x = x + F.linear(h, w[p + 'mlp.c_proj.weight'], w.get(p + 'mlp.c_proj.bias'))
         cache.length = end
-        x = F.layer_norm(x[:, -1, :], (C,), w['transformer.ln_f.weight'], w.get('transformer.ln_f.bias'), LayerNorm.eps)  # (B, C)
+        x = x[:, -1, :]  # (B, C): only the last position's logits are needed
+        x = F.layer_norm(x, (C,), w['transformer.ln_f.weight'], w.get('transformer.ln_f.bias'), LayerNorm.eps)
         return F.linear(x, w['lm_head.weight'])  # (B, vocab)
 
     def inference_weights(self):
