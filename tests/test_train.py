@@ -174,15 +174,24 @@ def test_nan_loss_stops_and_keeps_the_good_checkpoint(char_data, tmp_path):
     ok(train(*tiny(char_data, tmp_path, '--max_iters=3', '--eval_interval=3')))
     path = os.path.join(tmp_path, 'ckpt.pt')
     good = open(path, 'rb').read()
-    # poison the weights the run resumes from: the first loss is NaN
-    ckpt = load_checkpoint(path)
-    ckpt['model']['transformer.ln_f.weight'][0] = float('nan')
-    save_checkpoint(ckpt, path + '.poisoned')
     os.makedirs(tmp_path / 'poisoned', exist_ok=True)
-    os.replace(path + '.poisoned', tmp_path / 'poisoned' / 'ckpt.pt')
-    poisoned = open(tmp_path / 'poisoned' / 'ckpt.pt', 'rb').read()
+
+    def poisoned_checkpoint(value):
+        ckpt = load_checkpoint(path)
+        ckpt['model']['transformer.ln_f.weight'][:] = value
+        save_checkpoint(ckpt, str(tmp_path / 'poisoned' / 'ckpt.pt'))
+        return open(tmp_path / 'poisoned' / 'ckpt.pt', 'rb').read()
+
+    # weights that are NaN: refused when loaded
+    poisoned = poisoned_checkpoint(float('nan'))
     r = train(*tiny(char_data, tmp_path / 'poisoned', '--max_iters=10', '--eval_interval=3', '--init_from=resume'))
-    assert r.returncode != 0 and r.stderr.startswith('error: val loss is nan at iter 3')
+    assert r.returncode != 0 and r.stderr.startswith("error: the checkpoint's transformer.ln_f.weight holds NaN")
+    assert r.stderr.count('\n') == 1
+    assert open(tmp_path / 'poisoned' / 'ckpt.pt', 'rb').read() == poisoned  # not overwritten
+    # finite weights whose loss is not (the LayerNorm output overflows): the first eval stops the run
+    poisoned = poisoned_checkpoint(3e38)
+    r = train(*tiny(char_data, tmp_path / 'poisoned', '--max_iters=10', '--eval_interval=3', '--init_from=resume'))
+    assert r.returncode != 0 and r.stderr.startswith('error: val loss is nan at iter 3'), r.stderr
     assert 'Last good checkpoint' in r.stderr and r.stderr.count('\n') == 1
     assert open(tmp_path / 'poisoned' / 'ckpt.pt', 'rb').read() == poisoned  # not overwritten
     # a diverging run: the guard stops at the first non-finite loss, before saving anything
