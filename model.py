@@ -56,7 +56,8 @@ class LayerNorm(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    # Flip to False to use the plain masked-softmax attention below (slower, easier to read).
+    # CausalSelfAttention.use_sdpa = False switches every layer (and forward_cached) to the plain
+    # masked-softmax attention below: slower, easier to read.
     use_sdpa = True
 
     def __init__(self, config):
@@ -212,8 +213,9 @@ class GPT(nn.Module):
 
         The arithmetic is forward()'s, step for step (the tests check they agree), written with
         functions of the weights instead of module calls: one token at a time on a CPU, the
-        Python cost of ~60 module calls and ~80 parameter lookups through modules per token is
-        as large as the arithmetic of a small model (BENCHMARKS.md, Generation)."""
+        Python cost of ~80 module calls and as many attribute lookups through modules per token
+        is as large as the arithmetic of a small model (BENCHMARKS.md, Generation). A change to
+        a Block's arithmetic must be made here too: the tests compare the two."""
         B, T = idx.size()
         C, nh = self.config.n_embd, self.config.n_head
         start, end = cache.length, cache.length + T
@@ -225,16 +227,19 @@ class GPT(nn.Module):
         for i in range(self.config.n_layer):
             p = f'transformer.h.{i}.'  # the Block's parameter names, as in the state dict
             # x = x + attn(ln_1(x))
-            h = F.layer_norm(x, (C,), w[p + 'ln_1.weight'], w.get(p + 'ln_1.bias'), LayerNorm.eps)
+            h = F.layer_norm(x, (C,), w[p + 'ln_1.weight'], w.get(p + 'ln_1.bias'), LayerNorm.eps)  # (B, T, C)
             qkv = F.linear(h, w[p + 'attn.c_attn.weight'], w.get(p + 'attn.c_attn.bias'))  # (B, T, 3C)
-            q, k, v = qkv.view(B, T, 3, nh, C // nh).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hs)
+            # forward()'s split + 3 views + 3 transposes in 3 operations (~6% of a step here):
+            # (B, T, 3C) -> (B, T, 3, nh, hs) -> (3, B, nh, T, hs) -> q, k, v each (B, nh, T, hs)
+            q, k, v = qkv.view(B, T, 3, nh, C // nh).permute(2, 0, 3, 1, 4).unbind(0)
             k, v = cache.update(i, k, v)  # (B, nh, end, hs): the cached tokens' and these
             y = CausalSelfAttention.attend(q, k, v)  # (B, nh, T, hs)
             y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
             x = x + F.linear(y, w[p + 'attn.c_proj.weight'], w.get(p + 'attn.c_proj.bias'))
             # x = x + mlp(ln_2(x))
-            h = F.layer_norm(x, (C,), w[p + 'ln_2.weight'], w.get(p + 'ln_2.bias'), LayerNorm.eps)
-            h = F.gelu(F.linear(h, w[p + 'mlp.c_fc.weight'], w.get(p + 'mlp.c_fc.bias')), approximate='tanh')
+            h = F.layer_norm(x, (C,), w[p + 'ln_2.weight'], w.get(p + 'ln_2.bias'), LayerNorm.eps)  # (B, T, C)
+            h = F.linear(h, w[p + 'mlp.c_fc.weight'], w.get(p + 'mlp.c_fc.bias'))  # (B, T, 4C)
+            h = F.gelu(h, approximate='tanh')
             x = x + F.linear(h, w[p + 'mlp.c_proj.weight'], w.get(p + 'mlp.c_proj.bias'))
         cache.length = end
         x = x[:, -1, :]  # (B, C): only the last position's logits are needed
@@ -326,7 +331,7 @@ class GPT(nn.Module):
         for name, p in model.named_parameters():
             if not torch.isfinite(p).all():
                 raise SystemExit(f"error: the checkpoint's {name} holds NaN or inf values (the run diverged, or "
-                                 "the file is damaged): use an earlier checkpoint")
+                                 "the file is damaged): resume from another checkpoint or train again")
         return model
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
@@ -363,9 +368,12 @@ class GPT(nn.Module):
         """Continue idx (B, T) by max_new_tokens tokens; each one conditions on the last block_size
         tokens, as the model was trained. temperature 0 is greedy; top_k keeps the k most likely
         tokens, top_p the smallest set whose probability reaches p (both off when None).
-        use_cache=False recomputes the whole context for every token (the simple reference)."""
+        use_cache=False recomputes the whole context for every token (the simple reference), as
+        does a model in training mode (the cached path has no dropout: call model.eval() first)."""
         block_size = self.config.block_size
+        use_cache = use_cache and not self.training
         cache = weights = None
+        finite = True  # whether every step's logits were finite; read once at the end, not per token
         for _ in range(max_new_tokens):
             # inference_mode: no_grad, and no autograd version counters either (~7% faster per token
             # on a CPU). Only the new token leaves it, joining idx as an ordinary tensor.
@@ -382,8 +390,12 @@ class GPT(nn.Module):
                     # learned absolute position embeddings change every cached key and value. So the
                     # cache cannot slide with it; recompute the window, exactly as the plain path does.
                     logits = self(idx[:, -block_size:])[0][:, -1, :]
+                finite = torch.isfinite(logits).all() & finite
                 next_token = sample_next_token(logits, temperature, top_k, top_p, generator)
             idx = torch.cat((idx, next_token), dim=1)
+        if not finite:  # NaN or inf logits sample garbage tokens
+            raise SystemExit("error: the model's logits held NaN or inf values: its weights are broken, or "
+                             "the dtype overflowed (float16?): try --dtype=float32 or bfloat16")
         return idx
 
 
@@ -405,7 +417,8 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
         logits = torch.full_like(logits, float('-inf')).scatter(1, indices, sorted_logits)
     # An exponential race: token i wins with probability probs[i]. It is what torch.multinomial
     # computes for one sample (same generator, same tokens: tested), minus its input checks, which
-    # wait for the device and cost ~2% of a cached generation step of a small model on a CPU.
+    # wait for the device and cost ~2% of a cached generation step of a small model on a CPU
+    # (generate checks that the logits were finite once, at the end).
     probs = logits.softmax(dim=-1)
     return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(dim=-1, keepdim=True)
 

@@ -27,7 +27,7 @@ top_p = None  # keep the smallest set of most likely tokens whose probability re
 seed = 1337
 device = 'auto'  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
 dtype = 'auto'  # auto (bfloat16 or float16 on CUDA, float32 elsewhere), float32, bfloat16, float16
-compile = False  # torch.compile the generation step and the forward pass (slow to start; slower on a CPU)
+compile = False  # torch.compile the full forward pass (used past block_size); the KV-cache step stays eager
 
 from configurator import configure  # noqa: E402
 configure(globals())
@@ -61,8 +61,7 @@ if meta is None and model.config.vocab_size < 50257:
 if meta is not None and not {'stoi', 'itos'} <= set(meta):
     raise SystemExit(f"error: {dataset!r}'s meta.pkl has no stoi/itos to encode and decode characters; run its prepare.py again")
 model.eval().to(device)
-if compile:  # both paths of model.generate: the KV-cache step, and the full forward past block_size
-    model.forward_cached = torch.compile(model.forward_cached, dynamic=True)
+if compile:
     model.compile()
 
 # the tokenizer

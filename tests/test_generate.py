@@ -184,6 +184,27 @@ def test_cache_fed_in_chunks_matches_one_pass(attention, chunks, bias):
         m.forward_cached(torch.zeros(2, BLOCK - 6, dtype=torch.long), cache)  # 7 cached + 10 new > 16
 
 
+def test_training_mode_generates_with_dropout_like_the_plain_path():
+    # The cached path has no dropout; in training mode generate recomputes, as the plain path does.
+    m = chaotic_model(dropout=0.3).train()
+    idx = torch.randint(96, (2, 3), generator=torch.Generator().manual_seed(0))
+    runs = []
+    for use_cache in (True, False, True):
+        torch.manual_seed(5)  # dropout draws from the global generator
+        runs.append(m.generate(idx, 10, temperature=0, use_cache=use_cache))
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], m.eval().generate(idx, 10, temperature=0))  # dropout mattered
+
+
+@pytest.mark.parametrize('use_cache', [True, False])
+def test_non_finite_logits_stop_generation(use_cache):
+    m = chaotic_model()
+    with torch.no_grad():
+        m.transformer.h[1].mlp.c_fc.weight[0, 0] = float('nan')
+    with pytest.raises(SystemExit, match='NaN or inf'):
+        m.generate(torch.randint(96, (2, 3)), 4, use_cache=use_cache)
+
+
 def test_generated_tokens_are_ordinary_tensors():
     # generate runs the model under inference_mode; its result must still be usable for training.
     m = chaotic_model()
