@@ -104,6 +104,16 @@ def check_vocab(splits, vocab_size):
 # -----------------------------------------------------------------------------
 # Helpers for the data/<name>/prepare.py scripts.
 
+def download_text(url, path):
+    """The text of path, fetched from url first if the file is missing; one clear line if it is empty."""
+    if not os.path.exists(path):
+        download(url, path)
+    text = read_text(path)
+    if not text:
+        raise SystemExit(f"error: {path} is empty; delete it so that it is downloaded again, or put the text there")
+    return text
+
+
 def download(url, path):
     """Fetch url to path, through a temporary file so that a broken download leaves nothing behind."""
     import urllib.request

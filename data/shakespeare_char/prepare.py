@@ -31,16 +31,12 @@ val_fraction = 0.1  # the last 10% of the characters are the validation split
 min_split_tokens = 256  # stop if train or val would be shorter: too short to train or evaluate on
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
-from data import check_splits, download, read_text, write_files  # noqa: E402
+from data import check_splits, download_text, write_files  # noqa: E402
 configure(globals())
 if not 0 < val_fraction < 1:
     raise SystemExit(f"error: --val_fraction={val_fraction} must lie between 0 and 1 (e.g. 0.1)")
 
-if not os.path.exists(input_file):
-    download(data_url, input_file)
-data = read_text(input_file)
-if not data:
-    raise SystemExit(f"error: {input_file} is empty; delete it so that it is downloaded again, or put the text there")
+data = download_text(data_url, input_file)
 print(f"length of dataset in characters: {len(data):,}")
 
 # the vocabulary: every character that occurs in the text, in sorted order
