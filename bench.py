@@ -75,7 +75,7 @@ torch.manual_seed(seed)
 def synchronize():
     """Wait for the device to finish queued work, so the clock measures the work itself."""
     if device_type == 'cuda':
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     elif device_type == 'mps':
         torch.mps.synchronize()
 
@@ -92,7 +92,7 @@ def bench_train():
         if meta:
             vocab = meta['vocab_size']
         splits = data.open_dataset(dataset, block_size)
-        data.check_vocab(splits, vocab)
+        splits['train'].vocab_size = vocab  # each batch is checked as it is read
         generator = torch.Generator().manual_seed(seed)
         get_batch = lambda: splits['train'].batch(batch_size, block_size, generator, device)  # noqa: E731
     else:

@@ -427,19 +427,24 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
 # Helpers shared by train.py, sample.py, bench.py and the tests.
 
 # Dense peak TFLOP/s from the vendors' datasheets: (bf16/fp16 tensor cores, fp32 as TF32).
-# Matched against torch.cuda.get_device_name(), most specific name first.
+# Matched against torch.cuda.get_device_name() word for word (see peak_flops).
 PEAK_TFLOPS = [
-    ('H100 PCIe', 756, 378), ('H100', 989, 495), ('H200', 989, 495), ('GH200', 989, 495),
-    ('B200', 2250, 1100), ('A100', 312, 156), ('L40S', 362, 183), ('L4', 121, 60),
-    ('A10G', 70, 35), ('A10', 125, 62.5), ('RTX 4090', 165, 83), ('RTX 3090', 71, 36),
-    ('V100', 125, 15.7), ('T4', 65, 8.1),
+    ('H100 PCIe', 756, 378), ('H100 NVL', 835, 418), ('H100', 989, 495), ('H200', 989, 495),
+    ('GH200', 989, 495), ('B200', 2250, 1100), ('A100', 312, 156), ('L40S', 362, 183),
+    ('L40', 181, 90.5), ('L4', 121, 60), ('A10G', 70, 35), ('A10', 125, 62.5), ('RTX 4090', 165, 83),
+    ('RTX 3090', 71, 36), ('V100', 125, 15.7), ('T4', 65, 8.1),
 ]
 
 
 def peak_flops(device_name, dtype):
-    """Peak FLOP/s of a GPU for a compute dtype, or None if the card is not in PEAK_TFLOPS."""
-    for name, half, fp32 in PEAK_TFLOPS:
-        if name in device_name:
+    """Peak FLOP/s of a GPU for a compute dtype, or None if the card is not in PEAK_TFLOPS. A
+    table entry matches whole words of the name ('NVIDIA A100-SXM4-80GB' is an A100; 'NVIDIA
+    L40S' is not an L40 and 'NVIDIA L40' is not an L4), the entry with the most words first
+    ('NVIDIA H100 NVL' is not the SXM 'H100')."""
+    words = device_name.replace('-', ' ').split()
+    for name, half, fp32 in sorted(PEAK_TFLOPS, key=lambda entry: -len(entry[0].split())):
+        n = len(name.split())
+        if any(words[i:i + n] == name.split() for i in range(len(words))):
             return (fp32 if dtype == torch.float32 else half) * 1e12
     return None
 
@@ -447,9 +452,12 @@ def peak_flops(device_name, dtype):
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 
-def setup_device(device='auto', dtype='auto'):
+def setup_device(device='auto', dtype='auto', local_rank=None):
     """Resolve 'auto' and check what was asked for. Returns (device, device_type, ptdtype, ctx):
-    ctx is the autocast context for forward passes (a no-op in float32)."""
+    ctx is the autocast context for forward passes (a no-op in float32). local_rank: this
+    process's index on its node under torchrun; on CUDA it picks (and makes current) GPU
+    local_rank % the GPUs this process sees, so 8 processes share 8 GPUs, and a process that
+    sees one GPU (srun --gpus-per-task=1) takes that one."""
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
     try:
@@ -462,11 +470,16 @@ def setup_device(device='auto', dtype='auto'):
         raise SystemExit(f"error: device {device!r} asked for, but MPS is not available here; use --device=cpu")
     if device_type not in ('cpu', 'cuda', 'mps'):
         raise SystemExit(f"error: device {device!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
+    if device_type == 'cuda':
+        if local_rank is not None:
+            device = f'cuda:{local_rank % torch.cuda.device_count()}'
+        if torch.device(device).index is not None:
+            # Before anything touches the GPU: otherwise every process opens a context on GPU 0.
+            torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls on tensor cores (the MFU peak
+        torch.backends.cudnn.allow_tf32 = True  # for float32 assumes TF32)
     if dtype == 'auto':
-        if device_type == 'cuda':
-            dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-        else:
-            dtype = 'float32'
+        dtype = ('bfloat16' if cuda_has_bf16() else 'float16') if device_type == 'cuda' else 'float32'
     if dtype not in DTYPES:
         raise SystemExit(f"error: unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16")
     if dtype == 'bfloat16' and device_type == 'cuda' and not torch.cuda.is_bf16_supported():
@@ -474,6 +487,15 @@ def setup_device(device='auto', dtype='auto'):
     ptdtype = DTYPES[dtype]
     ctx = nullcontext() if ptdtype == torch.float32 else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
     return device, device_type, ptdtype, ctx
+
+
+def cuda_has_bf16():
+    """Whether the current GPU computes in bfloat16 natively (Ampere and newer). V100 and T4 only
+    emulate it, slowly, and torch.cuda.is_bf16_supported() counts that unless told not to."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without the argument counts native support only
+        return torch.cuda.is_bf16_supported()
 
 
 def save_checkpoint(checkpoint, path):
@@ -487,14 +509,16 @@ def save_checkpoint(checkpoint, path):
     os.replace(tmp, path)
 
 
-def load_checkpoint(path, device='cpu'):
-    """Load a checkpoint dict written by save_checkpoint (or by nanoGPT) without unpickling code."""
+def load_checkpoint(path):
+    """Load a checkpoint dict written by save_checkpoint (or by nanoGPT) without unpickling code.
+    Everything lands in CPU memory: the caller moves the model (and the optimizer's load_state_dict
+    its state) to the device, RNG states must stay CPU tensors, and a GPU never holds two copies."""
     if not os.path.isfile(path):
         raise SystemExit(f"error: no checkpoint at {path}: check --out_dir, or train one first with train.py")
     try:
         with warnings.catch_warnings():  # a damaged file also makes torch warn; the one line below says it all
             warnings.simplefilter('ignore')
-            checkpoint = torch.load(path, map_location=device, weights_only=True)
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:120]}); restore a good copy or start again")

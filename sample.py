@@ -45,9 +45,10 @@ device, device_type, ptdtype, ctx = setup_device(device, dtype)
 # the model
 meta = None
 if init_from == 'resume':
-    checkpoint = load_checkpoint(os.path.join(out_dir, 'ckpt.pt'), device)
+    checkpoint = load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))  # to the CPU
     model = GPT.from_checkpoint(checkpoint)
     dataset = checkpoint.get('config', {}).get('dataset')
+    del checkpoint  # the optimizer state (twice the weights with AdamW) is not needed to sample
     meta = data.load_meta(dataset) if dataset else None
     if meta is not None and meta['vocab_size'] != model.config.vocab_size:
         raise SystemExit(f"error: {dataset!r}'s meta.pkl has {meta['vocab_size']} characters but the model has "

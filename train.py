@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure
-from data import check_vocab, load_meta, open_dataset
+from data import load_meta, open_dataset
 from model import GPT, GPTConfig, load_checkpoint, save_checkpoint, setup_device
 
 # -----------------------------------------------------------------------------
@@ -87,30 +87,26 @@ if backend not in ('auto', 'nccl', 'gloo'):
 if compile not in (None, True, False):
     sys.exit(f"error: compile={compile!r}: use True, False or None (on for CUDA only)")
 
-# Processes: one, or one per GPU (or CPU share) under torchrun.
+# Processes: one, or one per GPU (or CPU share) under torchrun. Everything that can fail on one
+# process alone (settings, data, checkpoint) is checked before they join the process group below,
+# so that a failing process stops the run at once instead of leaving the others waiting for it.
 ddp = 'RANK' in os.environ
 rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if ddp else (0, 0, 1)
 master = rank == 0
-device, device_type, ptdtype, ctx = setup_device(device, dtype)
-if ddp and device_type == 'cuda':
-    device = f'cuda:{local_rank}'
-    torch.cuda.set_device(device)
+device, device_type, ptdtype, ctx = setup_device(device, dtype, local_rank if ddp else None)
 if gradient_accumulation_steps % world_size != 0:
     sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} does not divide by the "
              f"{world_size} processes: make it a multiple of {world_size}")
-if ddp:
-    dist.init_process_group(backend=('nccl' if device_type == 'cuda' else 'gloo') if backend == 'auto' else backend)
 micro_steps = gradient_accumulation_steps // world_size  # per process
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 if master:
     print(f"{world_size} process(es) on {device}, {str(ptdtype).removeprefix('torch.')}; "
           f"tokens per iteration: {gradient_accumulation_steps} micro-steps x {batch_size} x {block_size} = {tokens_per_iter:,}")
 torch.manual_seed(seed + rank)  # different dropout per process
-if device_type == 'cuda':
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
 
-# Data: uint16 token files, checked before any work is done.
+# Data: uint16 token files, checked to exist and to be long enough; each batch's token ids are
+# checked against the model's vocabulary as it is read (reading whole files at start would cost
+# minutes and gigabytes on OpenWebText).
 splits = open_dataset(dataset, block_size)
 meta = load_meta(dataset)
 
@@ -132,7 +128,7 @@ if init_from == 'scratch':
     model_args['vocab_size'] = meta['vocab_size'] if meta else 50304
     model = GPT(GPTConfig(**model_args))
 elif init_from == 'resume':
-    checkpoint = load_checkpoint(ckpt_path, device)
+    checkpoint = load_checkpoint(ckpt_path)  # to the CPU: the model and optimizer move their parts below
     if not {'optimizer', 'iter_num', 'best_val_loss'} <= set(checkpoint):
         sys.exit(f"error: {ckpt_path} has no optimizer state or iteration count to resume from; "
                  "start a new run with another --out_dir")
@@ -153,7 +149,8 @@ elif block_size > model.config.block_size:
     sys.exit(f"error: block_size={block_size} is longer than the model's context ({model.config.block_size}); "
              f"use --block_size={model.config.block_size} or less")
 model_args = {k: getattr(model.config, k) for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout')}
-check_vocab(splits, model.config.vocab_size)
+for tokens in splits.values():
+    tokens.vocab_size = model.config.vocab_size
 model.to(device)
 if master:
     print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, {model_args}")
@@ -166,11 +163,14 @@ if checkpoint is not None:
         scaler.load_state_dict(checkpoint['scaler'])
     checkpoint = None  # free the memory
 
+if ddp:
+    dist.init_process_group(backend=('nccl' if device_type == 'cuda' else 'gloo') if backend == 'auto' else backend)
 raw_model = model  # what we save: no compile or DDP wrapper
 if compile is None:
     compile = device_type == 'cuda'
 if compile:
-    print("compiling the model...")
+    if master:
+        print("compiling the model...")
     model = torch.compile(model)
 if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
@@ -248,16 +248,18 @@ def stop_if_not_finite(what, value):
                  f"{last_saved}. Try a lower learning_rate, bfloat16 instead of float16, or grad_clip")
 
 
-# Preemption and Ctrl-C: note the request; the loop finishes its step, saves and exits.
-stop_requested = False
+# Preemption and Ctrl-C: note the request; the loop finishes its step, saves and exits. SIGTERM
+# may come twice (scancel signals every process of a job, and torchrun forwards it again): it
+# never quits early. A second Ctrl-C quits at once. No printing here: a handler that prints while
+# the loop is printing raises an error in the middle of the loop's print.
+stop_requested = None  # the name of the first signal received
 
 
 def request_stop(signum, frame):
     global stop_requested
-    if stop_requested:  # a second Ctrl-C quits at once
+    if stop_requested and signum == signal.SIGINT:
         raise KeyboardInterrupt
-    stop_requested = True
-    print(f"rank {rank}: {signal.Signals(signum).name} received, saving after this step", flush=True)
+    stop_requested = stop_requested or signal.Signals(signum).name
 
 
 signal.signal(signal.SIGTERM, request_stop)
@@ -279,7 +281,7 @@ if init_from == 'resume':
 
 # -----------------------------------------------------------------------------
 # The loop: lr -> eval/checkpoint -> micro-steps -> clip -> step -> log -> stop.
-t0, iters_since_log = time.time(), 0
+t0, iters_since_log, first_iter = time.time(), 0, iter_num
 while True:
     lr = get_lr(iter_num) if decay_lr else learning_rate
     for group in optimizer.param_groups:
@@ -313,7 +315,7 @@ while True:
         loss_sum[0] += loss.detach().float()
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
-    loss_sum[1] = float(stop_requested)
+    loss_sum[1] = float(stop_requested is not None)
     if ddp:  # every process sees the same mean loss and stop request, so they stop together
         dist.all_reduce(loss_sum)
     lossf = loss_sum[0].item() / gradient_accumulation_steps
@@ -325,19 +327,28 @@ while True:
     optimizer.zero_grad(set_to_none=True)
     iter_num += 1
     iters_since_log += 1
+    if iter_num == first_iter + 1:  # the first step compiles and warms up: it is not timed
+        t0, iters_since_log = time.time(), 0
 
     if iter_num % log_interval == 0 and master:
-        dt = (time.time() - t0) / iters_since_log  # .item() above waited for the device
-        mfu = raw_model.estimate_mfu(batch_size * micro_steps, dt, ptdtype)
-        speed = f"mfu {mfu * 100:.1f}%" if mfu is not None else \
-            f"{raw_model.flops_per_iter(batch_size * micro_steps) / dt / 1e12:.2f} TFLOP/s"  # per process, as MFU
-        print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, norm {grad_norm.item():.2f}, "
-              f"{dt * 1000:.1f} ms, {tokens_per_iter / dt:,.0f} tok/s, {speed}")
+        stats = {'iter': iter_num, 'train/loss_step': lossf, 'lr': lr, 'grad_norm': grad_norm.item()}
+        if iters_since_log == 0:
+            speed = "first step (compile and warm-up): not timed"
+        else:
+            dt = (time.time() - t0) / iters_since_log  # .item() above waited for the device
+            mfu = raw_model.estimate_mfu(batch_size * micro_steps, dt, ptdtype)
+            flops = f"mfu {mfu * 100:.1f}%" if mfu is not None else \
+                f"{raw_model.flops_per_iter(batch_size * micro_steps) / dt / 1e12:.2f} TFLOP/s"  # per process, as MFU
+            speed = f"{dt * 1000:.1f} ms, {tokens_per_iter / dt:,.0f} tok/s, {flops}"
+            stats.update(ms_per_iter=dt * 1000, tokens_per_s=tokens_per_iter / dt, mfu=mfu)
+        print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, norm {grad_norm.item():.2f}, {speed}")
         if wandb_log:
-            wandb.log({'iter': iter_num, 'train/loss_step': lossf, 'lr': lr, 'grad_norm': grad_norm.item(),
-                       'ms_per_iter': dt * 1000, 'tokens_per_s': tokens_per_iter / dt, 'mfu': mfu})
+            wandb.log(stats)
         t0, iters_since_log = time.time(), 0
     if loss_sum[1].item() > 0:
+        if master:
+            print(f"{stop_requested + ' received' if stop_requested else 'another process was asked to stop'}: "
+                  f"saving at iter {iter_num}, then exiting", flush=True)
         save()
         break
 

@@ -400,3 +400,22 @@ def test_meta_pkl_is_unpickled_only_by_load_meta():
                 with open(path, encoding='utf-8') as f:
                     offenders += [f"{os.path.relpath(path, ROOT)}: {line.strip()}" for line in f if pattern.search(line)]
     assert not offenders, "read meta.pkl with data.load_meta (safe), not pickle:\n" + "\n".join(offenders)
+
+
+def test_two_writers_at_once_do_not_share_temporary_files(tmp_path, monkeypatch):
+    # Another run (say, on another node of a shared filesystem) writes the same dataset while this
+    # one is renaming its files into place: each must rename only its own complete files.
+    rename = os.replace
+    first = {'train.bin': b'a' * 100, 'val.bin': b'b' * 10}
+    second = {'train.bin': b'c' * 200, 'val.bin': b'd' * 20}
+
+    def replace_after_the_other_run(src, dst):
+        monkeypatch.setattr(os, 'replace', rename)
+        data.write_files(str(tmp_path), second)  # the other run, all of it, right now
+        rename(src, dst)
+
+    monkeypatch.setattr(os, 'replace', replace_after_the_other_run)
+    data.write_files(str(tmp_path), first)
+    assert (tmp_path / 'train.bin').read_bytes() == first['train.bin']  # renamed last
+    assert (tmp_path / 'val.bin').read_bytes() == first['val.bin']
+    assert sorted(os.listdir(tmp_path)) == ['train.bin', 'val.bin']  # no temporary file left

@@ -196,6 +196,14 @@ def test_mfu_uses_the_device_peak():
     assert M.peak_flops('NVIDIA H200', torch.float32) == 495e12
     assert M.peak_flops('NVIDIA L4', torch.bfloat16) == 121e12
     assert M.peak_flops('Some Future GPU', torch.bfloat16) is None
+    # whole words, the longest entry first: no card takes the peak of another whose name is inside its own
+    assert M.peak_flops('NVIDIA L40', torch.bfloat16) == 181e12  # not the L4's
+    assert M.peak_flops('NVIDIA L40S', torch.bfloat16) == 362e12
+    assert M.peak_flops('NVIDIA H100 NVL', torch.bfloat16) == 835e12  # not the SXM's
+    assert M.peak_flops('NVIDIA A10', torch.bfloat16) == 125e12 and M.peak_flops('NVIDIA A10G', torch.bfloat16) == 70e12
+    assert M.peak_flops('NVIDIA GH200 480GB', torch.bfloat16) == 989e12
+    assert M.peak_flops('Tesla V100-SXM2-16GB', torch.float32) == 15.7e12
+    assert M.peak_flops('NVIDIA RTX A6000', torch.bfloat16) is None  # not an A6000 'A10...' or 'RTX 4090'
     m = tiny()
     assert m.estimate_mfu(4, 0.1) is None  # a CPU has no honest peak
     # flops per iteration: 6N + 12 L H Q T per token, T tokens per sequence
@@ -214,6 +222,44 @@ def test_setup_device_errors():
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match='no CUDA GPU'):
             M.setup_device('cuda', 'auto')
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """torch.cuda as a machine with GPUs would answer, recording the calls: (names, bf16 native)."""
+    gpus = {'count': 4, 'native_bf16': True, 'calls': []}
+
+    def is_bf16_supported(including_emulation=True):
+        gpus['calls'].append('is_bf16_supported')
+        return gpus['native_bf16'] or including_emulation  # V100/T4: emulated only
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: gpus['count'])
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda d: gpus['calls'].append(f'set_device {d}'))
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', is_bf16_supported)
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
+    return gpus
+
+
+@pytest.mark.filterwarnings('ignore:User provided device_type')  # autocast for CUDA on a CPU build
+def test_setup_device_picks_the_gpu_then_the_dtype(fake_cuda):
+    # torchrun: local rank 5 of a node whose processes each see 4 GPUs -> GPU 1, made current
+    # before anything asks the GPU a question (else every process opens a context on GPU 0)
+    device, device_type, ptdtype, _ = M.setup_device('auto', 'auto', local_rank=5)
+    assert (device, device_type, ptdtype) == ('cuda:1', 'cuda', torch.bfloat16)
+    assert fake_cuda['calls'][0] == 'set_device cuda:1' and 'is_bf16_supported' in fake_cuda['calls']
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # the MFU peak assumes TF32
+    # srun --gpus-per-task=1: each process sees one GPU, whatever its local rank
+    fake_cuda['count'] = 1
+    assert M.setup_device('cuda', 'auto', local_rank=3)[0] == 'cuda:0'
+    # one process, no index: no set_device (it needs one), the current GPU stays
+    fake_cuda['calls'].clear()
+    assert M.setup_device('cuda', 'float32')[0] == 'cuda' and fake_cuda['calls'] == []
+    # a V100 or T4 emulates bfloat16: 'auto' takes float16 (with loss scaling) there
+    fake_cuda['native_bf16'] = False
+    assert M.setup_device('cuda:0', 'auto')[2] == torch.float16
+    assert M.setup_device('cuda:0', 'bfloat16')[2] == torch.bfloat16  # asked for explicitly: allowed
 
 
 def test_checkpoint_roundtrip_and_nanogpt_prefix(tmp_path):

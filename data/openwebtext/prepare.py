@@ -48,7 +48,7 @@ num_proc = os.cpu_count() or 1  # worker processes for downloading and tokenizin
 min_split_tokens = 256  # stop if train or val would be shorter: too short to train or evaluate on
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
-from data import gpt2_encoding  # noqa: E402
+from data import gpt2_encoding, temporary_name  # noqa: E402
 configure(globals())
 
 LOCAL_FORMATS = {'.parquet': 'parquet', '.jsonl': 'json', '.txt': 'text'}  # file suffix -> datasets builder
@@ -167,7 +167,7 @@ for split, count in num_tokens.items():
 
 # Write both files under temporary names and rename them only once both are complete, so a run
 # that stops part-way (an error, Ctrl-C, a full disk) leaves the files of the previous run whole.
-tmp_paths = {split: os.path.join(out_dir, f'{split}.bin.tmp') for split in tokenized}
+tmp_paths = {split: temporary_name(os.path.join(out_dir, f'{split}.bin')) for split in tokenized}
 try:
     os.makedirs(out_dir, exist_ok=True)
     need, free = 2 * sum(num_tokens.values()), shutil.disk_usage(out_dir).free

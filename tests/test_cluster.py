@@ -1,0 +1,128 @@
+"""What a cluster does to a run, simulated on a CPU: SIGTERM twice (scancel signals every process,
+torchrun forwards it again), Ctrl-C twice, one process failing at start under torchrun, and
+resuming where the checkpoint's tensors would land on a GPU."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from test_train import ROOT, char_data, load_checkpoint, ok, start, tiny, train, wait_for  # noqa: F401 (a fixture)
+
+# Steps of about a second on 2 CPU cores, so that two signals 0.5 s apart arrive during the same step.
+SLOW = ['--gradient_accumulation_steps=400', '--eval_interval=1000', '--eval_iters=1', '--max_iters=1000']
+
+
+def logged_iters(out):
+    return [int(line.split(':')[0].split()[1]) for line in out.splitlines() if line.startswith('iter ')]
+
+
+def test_two_sigterms_finish_the_step_save_and_exit_0(char_data, tmp_path):
+    proc = start(tiny(char_data, tmp_path, *SLOW))
+    first = wait_for(proc, 'iter 1:')
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and 'Traceback' not in err, err[-2000:]
+    last = logged_iters(first + out)[-1]
+    assert 'SIGTERM received: saving at iter' in out and out.count('saved') == 1
+    assert load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))['iter_num'] == last  # the step finished
+
+
+def test_two_ctrl_c_quit_at_once(char_data, tmp_path):
+    proc = start(tiny(char_data, tmp_path, *SLOW))
+    wait_for(proc, 'iter 1:')
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and 'KeyboardInterrupt' in err
+    assert 'saved' not in out and not os.path.exists(tmp_path / 'ckpt.pt')
+
+
+def children(pid):
+    """The processes whose parent is pid (Linux /proc)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/stat') as f:
+                    ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                found.append(int(entry))
+    return found
+
+
+def test_torchrun_agent_and_workers_all_signalled_save_once(char_data, tmp_path):
+    # as scancel does: SIGTERM to each worker and to torchrun, which then forwards its own to them
+    proc = subprocess.Popen([sys.executable, '-u', '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                             'train.py', *tiny(char_data, tmp_path, *SLOW)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = wait_for(proc, 'iter 1:')
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    time.sleep(0.3)  # (signals that arrive together count once)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert 'Traceback' not in out and 'KeyboardInterrupt' not in err and '[rank' not in err, err[-3000:]
+    last = logged_iters(first + out)[-1]
+    assert 'SIGTERM received: saving at iter' in out and out.count('saved') == 1
+    assert load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))['iter_num'] == last
+
+
+def test_a_process_failing_at_start_stops_the_run_under_torchrun(char_data, tmp_path):
+    # one node without the data: the others must not wait for it until a timeout
+    driver = tmp_path / 'rank1_without_data.py'
+    driver.write_text(f"import os, runpy, sys\nsys.path.insert(0, {ROOT!r})\n"
+                      "if os.environ['RANK'] == '1':\n    sys.argv.append('--dataset=/no/such/folder')\n"
+                      f"runpy.run_path({os.path.join(ROOT, 'train.py')!r}, run_name='__main__')\n")
+    t0 = time.time()
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', str(driver),
+                        *tiny(char_data, tmp_path / 'out', '--max_iters=5')],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and time.time() - t0 < 30
+    assert "error: no dataset '/no/such/folder'" in r.stderr
+    assert '[rank0]' not in r.stderr  # rank 0 did not get as far as a collective with the missing process
+    assert not os.path.exists(tmp_path / 'out' / 'ckpt.pt')
+
+
+# A device the CPU cannot read, standing in for a GPU: tensors that torch.load maps there cannot be
+# loaded into a model, be RNG states, or be read at all. The run stops at its first batch.
+META_DEVICE = """
+import runpy, sys, gc, torch
+from contextlib import nullcontext
+sys.path.insert(0, {root!r})
+import data, model
+model.setup_device = lambda *args, **kwargs: ('meta', 'meta', torch.float32, nullcontext())
+to = torch.nn.Module.to  # the model itself stays on the CPU (a meta model has no weights to check)
+torch.nn.Module.to = lambda self, *args, **kwargs: self if args[:1] == ('meta',) else to(self, *args, **kwargs)
+def first_batch(*args, **kwargs):
+    raise SystemExit('reached the first batch')
+def generate(self, *args, **kwargs):
+    held = [o for o in gc.get_objects() if isinstance(o, dict) and 'optimizer' in o and 'model_args' in o]
+    raise SystemExit('reached generation' + (' holding the optimizer state' if held else ''))
+data.Tokens.batch = first_batch
+model.GPT.generate = generate
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_checkpoints_load_to_the_cpu_whatever_the_device(char_data, tmp_path):
+    ok(train(*tiny(char_data, tmp_path, '--max_iters=2', '--eval_interval=2', '--dropout=0.1')))
+    driver = tmp_path / 'meta_device.py'
+    driver.write_text(META_DEVICE.format(root=ROOT))
+    run = lambda *args: subprocess.run([sys.executable, str(driver), *args], cwd=ROOT, capture_output=True,
+                                       text=True, timeout=120)
+    # the whole resume (weights, optimizer state, RNG states of every process) before the loop
+    r = run('train.py', *tiny(char_data, tmp_path, '--max_iters=4', '--init_from=resume', '--dropout=0.1'))
+    assert r.stderr.strip().splitlines()[-1] == 'reached the first batch', r.stderr[-3000:]
+    # sample.py: the weights only, the optimizer state dropped
+    r = run('sample.py', f'--out_dir={tmp_path}', '--num_samples=1', '--max_new_tokens=5')
+    assert r.stderr.strip().splitlines()[-1] == 'reached generation', r.stderr[-3000:]
