@@ -14,6 +14,7 @@ traceback, and tests can still catch them.
 """
 
 import inspect
+import json
 import math
 import os
 import shutil
@@ -276,7 +277,6 @@ class GPT(nn.Module):
             config_file = os.path.join(name_or_path, 'config.json')
             model_type = None
             if os.path.isfile(config_file):
-                import json
                 with open(config_file) as f:
                     model_type = json.load(f).get('model_type')
             if model_type != 'gpt2':
@@ -381,6 +381,14 @@ class GPT(nn.Module):
             GenerationConfig.from_model_config(config).save_pretrained(tmp)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
+                # transformers 5 names the class TokenizersBackend, which transformers 4 (still pinned by
+                # other tools) does not know; both versions load PreTrainedTokenizerFast.
+                with open(os.path.join(tmp, 'tokenizer_config.json')) as f:
+                    tokenizer_config = json.load(f)
+                if tokenizer_config.get('tokenizer_class') == 'TokenizersBackend':
+                    tokenizer_config['tokenizer_class'] = 'PreTrainedTokenizerFast'
+                    with open(os.path.join(tmp, 'tokenizer_config.json'), 'w') as f:
+                        json.dump(tokenizer_config, f, indent=2)
             if old is not None:
                 os.replace(path, old)
             os.replace(tmp, path)  # an empty directory is replaced as it is

@@ -98,7 +98,7 @@ def test_transformers_gives_our_logits_and_greedy_tokens(which, bpe_run, char_ru
     prompt = idx[:1, :8]
     ids = ours.generate(prompt, 50, temperature=0)
     with torch.no_grad():
-        hf_ids = theirs.generate(prompt, max_new_tokens=50, min_new_tokens=50, do_sample=False, pad_token_id=0)
+        hf_ids = theirs.generate(prompt, max_new_tokens=50, do_sample=False, pad_token_id=0)
     assert hf_ids.tolist() == ids.tolist()
     # and the comparison can fail: the untrained model (another init) differs
     assert not torch.equal(ids, GPT(ours.config).eval().generate(prompt, 50, temperature=0))
@@ -142,6 +142,8 @@ def test_char_tokenizer_is_meta_pkls(char_run, shakespeare_txt):
     assert len(tok) == meta['vocab_size']
     config = json.load(open(root / 'hf' / 'config.json'))
     assert config['eos_token_id'] is None and config['bos_token_id'] is None
+    # a class name that transformers 4 knows too (transformers 5 would write TokenizersBackend)
+    assert json.load(open(root / 'hf' / 'tokenizer_config.json'))['tokenizer_class'] == 'PreTrainedTokenizerFast'
 
 
 def test_pipeline_runs_offline(char_run, capsys):
@@ -158,17 +160,22 @@ def test_pipeline_runs_offline(char_run, capsys):
     assert text == ''.join(itos[i] for i in ids)
 
 
-def test_half_precision_export(char_run, tmp_path):
+def test_overwrite_in_half_precision(char_run, tmp_path):
     from safetensors import safe_open
     root = char_run[0]
-    ok(run('sample.py', f'--out_dir={root / "out"}', f'--export_hf={tmp_path / "bf16"}', '--dtype=bfloat16'))
-    with safe_open(tmp_path / 'bf16' / 'model.safetensors', 'pt') as f:
+    (tmp_path / 'hf').mkdir()
+    (tmp_path / 'hf' / 'old.txt').write_text('replaced')
+    ok(run('sample.py', f'--out_dir={root / "out"}', '--export_hf=hf', '--overwrite=True', '--dtype=bfloat16',
+           cwd=tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ['hf']  # no temporary directory left behind
+    assert sorted(os.listdir(tmp_path / 'hf')) == sorted(os.listdir(root / 'hf'))  # old.txt is gone
+    with safe_open(tmp_path / 'hf' / 'model.safetensors', 'pt') as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
-    size = os.path.getsize(tmp_path / 'bf16' / 'model.safetensors')
+    size = os.path.getsize(tmp_path / 'hf' / 'model.safetensors')
     assert abs(size / os.path.getsize(root / 'hf' / 'model.safetensors') - 0.5) < 0.02  # + the same header
     # the weights are ours rounded to bfloat16
     ours = GPT.from_checkpoint(load_checkpoint(str(root / 'out' / 'ckpt.pt')))
-    back = GPT.from_pretrained(str(tmp_path / 'bf16'))
+    back = GPT.from_pretrained(str(tmp_path / 'hf'))
     w = ours.transformer.h[0].mlp.c_fc.weight
     assert torch.equal(back.transformer.h[0].mlp.c_fc.weight, w.to(torch.bfloat16).float())
 
@@ -190,22 +197,18 @@ def test_bad_inputs_write_nothing(char_run, tmp_path):
     (tmp_path / 'hf').mkdir()
     (tmp_path / 'hf' / 'notes.txt').write_text('keep me')
     check_error(run('sample.py', out, '--export_hf=hf', cwd=tmp_path), 'hf exists and is not empty', '--overwrite=True')
-    assert os.listdir(tmp_path / 'hf') == ['notes.txt']
-    (tmp_path / 'a_file').write_text('keep me too')
-    check_error(run('sample.py', out, '--export_hf=a_file', cwd=tmp_path), 'a_file is a file')
-    assert (tmp_path / 'a_file').read_text() == 'keep me too'
-    assert sorted(os.listdir(tmp_path)) == ['a_file', 'hf']  # no temporary directory left behind
-    # --overwrite=True replaces the directory with the export
-    ok(run('sample.py', out, '--export_hf=hf', '--overwrite=True', cwd=tmp_path))
-    assert sorted(os.listdir(tmp_path / 'hf')) == sorted(os.listdir(char_run[0] / 'hf'))
-    assert sorted(os.listdir(tmp_path)) == ['a_file', 'hf']
+    assert os.listdir(tmp_path) == ['hf'] and os.listdir(tmp_path / 'hf') == ['notes.txt']
 
 
-def test_save_pretrained_into_an_empty_directory(char_run, tmp_path):
+def test_save_pretrained_into_an_empty_directory_not_a_file(char_run, tmp_path):
     ours = GPT.from_checkpoint(load_checkpoint(str(char_run[0] / 'out' / 'ckpt.pt')))
     (tmp_path / 'empty').mkdir()
     ours.save_pretrained(str(tmp_path / 'empty'))  # no tokenizer: the weights and configs only
     assert sorted(os.listdir(tmp_path / 'empty')) == ['config.json', 'generation_config.json', 'model.safetensors']
     with pytest.raises(SystemExit, match='exists and is not empty'):
         ours.save_pretrained(str(tmp_path / 'empty'))
-    assert sorted(os.listdir(tmp_path)) == ['empty']
+    (tmp_path / 'a_file').write_text('keep me')
+    with pytest.raises(SystemExit, match='a_file is a file'):
+        ours.save_pretrained(str(tmp_path / 'a_file'), overwrite=True)
+    assert (tmp_path / 'a_file').read_text() == 'keep me'
+    assert sorted(os.listdir(tmp_path)) == ['a_file', 'empty']
