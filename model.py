@@ -332,6 +332,7 @@ class GPT(nn.Module):
         vocabulary padded past the tokenizer's (GPT-2's 50257 to 50304) is cut back to it: those
         ids are never targets and no other logit depends on them. Everything is written to a
         temporary directory first, so a failure leaves path as it was."""
+        path = os.path.normpath(path)  # no trailing slash
         if os.path.exists(path) and not os.path.isdir(path):
             raise SystemExit(f"error: {path} is a file, not a directory: choose another --export_hf")
         if os.path.isdir(path) and os.listdir(path) and not overwrite:
@@ -374,6 +375,9 @@ class GPT(nn.Module):
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(os.path.abspath(path))}.', dir=parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's is private (0o700); give the directory the usual permissions
         old = tmp + '.old' if os.path.isdir(path) and os.listdir(path) else None  # replaced (overwrite=True)
         try:
             save_file(sd, os.path.join(tmp, 'model.safetensors'), metadata={'format': 'pt'})

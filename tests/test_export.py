@@ -205,6 +205,9 @@ def test_save_pretrained_into_an_empty_directory_not_a_file(char_run, tmp_path):
     (tmp_path / 'empty').mkdir()
     ours.save_pretrained(str(tmp_path / 'empty'))  # no tokenizer: the weights and configs only
     assert sorted(os.listdir(tmp_path / 'empty')) == ['config.json', 'generation_config.json', 'model.safetensors']
+    os.mkdir(tmp_path / 'plain')
+    assert (tmp_path / 'empty').stat().st_mode == (tmp_path / 'plain').stat().st_mode  # not private like a temp dir
+    os.rmdir(tmp_path / 'plain')
     with pytest.raises(SystemExit, match='exists and is not empty'):
         ours.save_pretrained(str(tmp_path / 'empty'))
     (tmp_path / 'a_file').write_text('keep me')
