@@ -375,9 +375,6 @@ class GPT(nn.Module):
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(os.path.abspath(path))}.', dir=parent)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's is private (0o700); give the directory the usual permissions
         old = tmp + '.old' if os.path.isdir(path) and os.listdir(path) else None  # replaced (overwrite=True)
         try:
             save_file(sd, os.path.join(tmp, 'model.safetensors'), metadata={'format': 'pt'})
@@ -393,6 +390,13 @@ class GPT(nn.Module):
                     tokenizer_config['tokenizer_class'] = 'PreTrainedTokenizerFast'
                     with open(os.path.join(tmp, 'tokenizer_config.json'), 'w') as f:
                         json.dump(tokenizer_config, f, indent=2)
+            # mkdtemp's directory and safetensors' file are private (0o700, 0o600): give them the
+            # permissions of a directory and files made as usual, for sharing or uploading
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)
+            for name in os.listdir(tmp):
+                os.chmod(os.path.join(tmp, name), 0o666 & ~umask)
             if old is not None:
                 os.replace(path, old)
             os.replace(tmp, path)  # an empty directory is replaced as it is

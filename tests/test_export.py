@@ -7,6 +7,7 @@ every bad input stopping with one 'error: ' line and nothing written."""
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -205,9 +206,12 @@ def test_save_pretrained_into_an_empty_directory_not_a_file(char_run, tmp_path):
     (tmp_path / 'empty').mkdir()
     ours.save_pretrained(str(tmp_path / 'empty'))  # no tokenizer: the weights and configs only
     assert sorted(os.listdir(tmp_path / 'empty')) == ['config.json', 'generation_config.json', 'model.safetensors']
+    # the permissions of a directory and a file made as usual, not private like a temporary one
     os.mkdir(tmp_path / 'plain')
-    assert (tmp_path / 'empty').stat().st_mode == (tmp_path / 'plain').stat().st_mode  # not private like a temp dir
-    os.rmdir(tmp_path / 'plain')
+    (tmp_path / 'plain' / 'file').write_text('')
+    assert (tmp_path / 'empty').stat().st_mode == (tmp_path / 'plain').stat().st_mode
+    assert (tmp_path / 'empty' / 'model.safetensors').stat().st_mode == (tmp_path / 'plain' / 'file').stat().st_mode
+    shutil.rmtree(tmp_path / 'plain')
     with pytest.raises(SystemExit, match='exists and is not empty'):
         ours.save_pretrained(str(tmp_path / 'empty'))
     (tmp_path / 'a_file').write_text('keep me')
