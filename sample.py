@@ -31,7 +31,7 @@ seed = 1337
 device = 'auto'  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
 dtype = 'auto'  # auto (bfloat16 or float16 on CUDA, float32 elsewhere), float32, bfloat16, float16
 compile = False  # torch.compile the full forward pass (used past block_size); the KV-cache step stays eager
-export_hf = ''  # a directory: write the model and its tokenizer there in transformers' GPT-2 format (float32, or --dtype=bfloat16/float16), then exit
+export_hf = ''  # a directory: write model and tokenizer there in transformers' format and exit (float32, or --dtype=bfloat16/float16)
 overwrite = False  # with export_hf: replace a directory that is not empty
 
 from configurator import configure  # noqa: E402
