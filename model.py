@@ -14,8 +14,11 @@ traceback, and tests can still catch them.
 """
 
 import inspect
+import json
 import math
 import os
+import shutil
+import tempfile
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
@@ -23,6 +26,10 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+
+# transformers' GPT-2 stores these Linear weights transposed (OpenAI's Conv1D module).
+HF_TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 
 
 @dataclass
@@ -270,7 +277,6 @@ class GPT(nn.Module):
             config_file = os.path.join(name_or_path, 'config.json')
             model_type = None
             if os.path.isfile(config_file):
-                import json
                 with open(config_file) as f:
                     model_type = json.load(f).get('model_type')
             if model_type != 'gpt2':
@@ -297,23 +303,117 @@ class GPT(nn.Module):
         if unsupported:
             raise SystemExit(f"error: {name_or_path} is a GPT-2 variant this model does not implement ({unsupported}); "
                              "only GPT-2's own architecture loads")
-        config = GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer,
-                           n_head=c.n_head, n_embd=c.n_embd, bias=True, dropout=override_args.get('dropout', 0.0))
-        print(f"loading weights of {name_or_path}: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, "
-              f"context {c.n_positions}, vocab {c.vocab_size}")
-        model = GPT(config)
-        sd = model.state_dict()
         # The attention masks are buffers, not weights; ours are built on the fly.
         sd_hf = {k: v for k, v in hf.state_dict().items() if not k.endswith(('.attn.bias', '.attn.masked_bias'))}
+        # save_pretrained writes a model trained with bias=False with zero biases (transformers' GPT-2
+        # always has them); a zero bias is no bias, so such a directory loads back as bias=False.
+        bias = any(v.any() for k, v in sd_hf.items() if k.endswith('.bias'))
+        if not bias:
+            sd_hf = {k: v for k, v in sd_hf.items() if not k.endswith('.bias')}
+        config = GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer,
+                           n_head=c.n_head, n_embd=c.n_embd, bias=bias, dropout=override_args.get('dropout', 0.0))
+        print(f"loading weights of {name_or_path}: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, "
+              f"context {c.n_positions}, vocab {c.vocab_size}{'' if bias else ', every bias zero (bias=False)'}")
+        model = GPT(config)
+        sd = model.state_dict()
         if set(sd_hf) != set(sd):
             raise SystemExit(f"error: {name_or_path} does not have GPT-2's weights (unexpected: "
                              f"{sorted(set(sd_hf) - set(sd))[:3]}, missing: {sorted(set(sd) - set(sd_hf))[:3]})")
-        # OpenAI's checkpoints use a Conv1D module that stores Linear weights transposed.
-        transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
         with torch.no_grad():
             for k, v in sd_hf.items():
-                sd[k].copy_(v.t() if k.endswith(transposed) else v)
+                sd[k].copy_(v.t() if k.endswith(HF_TRANSPOSED) else v)
         return model
+
+    def save_pretrained(self, path, dtype=torch.float32, tokenizer=None, overwrite=False):
+        """The inverse of from_pretrained: write path as a transformers GPT-2 directory
+        (config.json, generation_config.json, model.safetensors and, when given, the tokenizer's
+        files), which GPT2LMHeadModel.from_pretrained, pipeline('text-generation') and
+        GPT.from_pretrained read. tokenizer: a transformers tokenizer (data.hf_tokenizer). A
+        vocabulary padded past the tokenizer's (GPT-2's 50257 to 50304) is cut back to it: those
+        ids are never targets and no other logit depends on them. Everything is written to a
+        temporary directory first, so a failure leaves path as it was."""
+        path = os.path.normpath(path)  # no trailing slash
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise SystemExit(f"error: {path} is a file, not a directory: choose another --export_hf")
+        if os.path.isdir(path) and os.listdir(path) and not overwrite:
+            raise SystemExit(f"error: {path} exists and is not empty: choose another directory, "
+                             "or --overwrite=True to replace it")
+        from safetensors.torch import save_file  # lazy: transformers' dependencies, only needed here
+        from transformers import GenerationConfig, GPT2Config
+        c = self.config
+        vocab_size = len(tokenizer) if tokenizer is not None else c.vocab_size
+        if vocab_size > c.vocab_size:
+            raise SystemExit(f"error: the tokenizer has {vocab_size} tokens but the model only {c.vocab_size}: "
+                             "export the model with the tokenizer it was trained with")
+        if self.lm_head.weight is not self.transformer.wte.weight:
+            raise SystemExit("error: lm_head is not tied to the token embeddings, which GPT-2's format requires")
+        # Our state dict in transformers' names and layout: Conv1D matrices transposed, no separate
+        # lm_head (tied to wte), the padded vocabulary cut, a zero bias wherever we have none.
+        sd = {}
+        for k, v in self.state_dict().items():
+            if k == 'lm_head.weight':
+                continue
+            v = v.detach().to('cpu', dtype)
+            if k.endswith(HF_TRANSPOSED):
+                v = v.t()
+            if k == 'transformer.wte.weight':
+                v = v[:vocab_size]
+            sd[k] = v.contiguous()
+        for name, module in self.transformer.named_modules():
+            if isinstance(module, (nn.Linear, LayerNorm)) and module.bias is None:
+                sd[f'transformer.{name}.bias'] = torch.zeros(module.weight.size(0), dtype=dtype)
+        if tokenizer is not None:
+            bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        else:  # GPT-2's <|endoftext|>, if the vocabulary has it
+            bos = eos = 50256 if vocab_size > 50256 else None
+        # Exactly the architecture from_pretrained accepts: GPT-2's tanh GELU, MLP width and epsilon.
+        config = GPT2Config(vocab_size=vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
+                            n_head=c.n_head, n_inner=None, activation_function='gelu_new', layer_norm_epsilon=LayerNorm.eps,
+                            resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
+                            tie_word_embeddings=True, dtype=str(dtype).removeprefix('torch.'),
+                            bos_token_id=bos, eos_token_id=eos)
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(os.path.abspath(path))}.', dir=parent)
+        old = tmp + '.old' if os.path.isdir(path) and os.listdir(path) else None  # replaced (overwrite=True)
+        try:
+            save_file(sd, os.path.join(tmp, 'model.safetensors'), metadata={'format': 'pt'})
+            config.save_pretrained(tmp)
+            GenerationConfig.from_model_config(config).save_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+                # transformers 5 names the class TokenizersBackend, which transformers 4 (still pinned by
+                # other tools) does not know; both versions load PreTrainedTokenizerFast.
+                with open(os.path.join(tmp, 'tokenizer_config.json')) as f:
+                    tokenizer_config = json.load(f)
+                if tokenizer_config.get('tokenizer_class') == 'TokenizersBackend':
+                    tokenizer_config['tokenizer_class'] = 'PreTrainedTokenizerFast'
+                    with open(os.path.join(tmp, 'tokenizer_config.json'), 'w') as f:
+                        json.dump(tokenizer_config, f, indent=2)
+            # mkdtemp's directory and safetensors' file are private (0o700, 0o600): give them the
+            # permissions of a directory and files made as usual, for sharing or uploading
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)
+            for name in os.listdir(tmp):
+                os.chmod(os.path.join(tmp, name), 0o666 & ~umask)
+            if old is not None:
+                os.replace(path, old)
+            os.replace(tmp, path)  # an empty directory is replaced as it is
+        except BaseException as e:
+            if old is not None and os.path.isdir(old):
+                os.replace(old, path)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError):
+                raise SystemExit(f"error: cannot write {e.filename or path} ({e.strerror}); "
+                                 "check the free disk space, or write elsewhere")
+            raise
+        if old is not None:
+            shutil.rmtree(old)
+        size = os.path.getsize(os.path.join(path, 'model.safetensors'))
+        print(f"wrote {path}: GPT-2 format, {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context "
+              f"{c.block_size}, vocab {vocab_size}, {str(dtype).removeprefix('torch.')} weights ({size / 1e6:.1f} MB)"
+              f"{'' if tokenizer is not None else ', no tokenizer'}")
 
     @classmethod
     def from_checkpoint(cls, checkpoint, override_args=None):

@@ -7,6 +7,9 @@ GPT-2 directory written by transformers' save_pretrained. Settings below; see --
 A checkpoint trained on a character-level dataset decodes with that dataset's meta.pkl; anything
 else uses the GPT-2 BPE (tiktoken). A prompt longer than the model's block_size is cropped to its
 last block_size tokens, with a note: that is all the model can read.
+
+--export_hf=DIR writes the model and its tokenizer to DIR in transformers' GPT-2 format instead of
+sampling (README, Exporting to Hugging Face).
 """
 
 import os
@@ -14,7 +17,7 @@ import os
 import torch
 
 import data
-from model import GPT, load_checkpoint, setup_device
+from model import DTYPES, GPT, load_checkpoint, setup_device
 
 init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or a transformers GPT-2 directory
 out_dir = 'out'  # where train.py wrote ckpt.pt (with init_from='resume')
@@ -28,6 +31,8 @@ seed = 1337
 device = 'auto'  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
 dtype = 'auto'  # auto (bfloat16 or float16 on CUDA, float32 elsewhere), float32, bfloat16, float16
 compile = False  # torch.compile the full forward pass (used past block_size); the KV-cache step stays eager
+export_hf = ''  # a directory: write model and tokenizer there in transformers' format and exit (float32, or --dtype=bfloat16/float16)
+overwrite = False  # with export_hf: replace a directory that is not empty
 
 from configurator import configure  # noqa: E402
 configure(globals())
@@ -61,6 +66,11 @@ if meta is None and model.config.vocab_size < 50257:
                      f"and no meta.pkl (dataset {dataset!r}) to decode them: run that dataset's prepare.py first")
 if meta is not None and not {'stoi', 'itos'} <= set(meta):
     raise SystemExit(f"error: {dataset!r}'s meta.pkl has no stoi/itos to encode and decode characters; run its prepare.py again")
+if export_hf:
+    # float32 unless a half precision is asked for explicitly ('auto' picks for sampling, not for a file)
+    model.save_pretrained(export_hf, dtype=torch.float32 if dtype == 'auto' else DTYPES[dtype], overwrite=overwrite,
+                          tokenizer=data.hf_tokenizer(meta, model_max_length=model.config.block_size))
+    raise SystemExit(0)
 model.eval().to(device)
 if compile:
     model.compile()

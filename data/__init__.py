@@ -190,3 +190,45 @@ def temporary_name(path):
     """A name beside path for writing it before an atomic rename, unique to this run: two runs at
     once (two nodes on a shared filesystem) must not write into each other's temporary file."""
     return f"{path}.{uuid.uuid4().hex[:12]}.tmp"
+
+
+# tiktoken's GPT-2 BPE files (tiktoken_ext/openai_public.py): the URL it caches each under, and its sha256.
+GPT2_BPE_FILES = {
+    'vocab.bpe': ('https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe',
+                  '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5'),
+    'encoder.json': ('https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json',
+                     '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783'),
+}
+
+
+def hf_tokenizer(meta=None, model_max_length=None):
+    """The model's tokenizer as a transformers tokenizer, for GPT.save_pretrained: meta.pkl's
+    characters when meta is given, else the GPT-2 BPE. Both encode and decode exactly as
+    sample.py does (the tests check it against meta.pkl and tiktoken)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors  # lazy: with transformers
+    from transformers import PreTrainedTokenizerFast
+    if meta is not None:
+        # A BPE with no merges splits text into single characters, each looked up in stoi; like
+        # sample.py it has no end-of-text token. A character outside stoi is dropped.
+        tok = Tokenizer(models.BPE(vocab=dict(meta['stoi']), merges=[]))
+        tok.decoder = decoders.Fuse()  # ids back to text with nothing between the characters
+        return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length,
+                                       clean_up_tokenization_spaces=False)
+    # transformers' GPT-2 tokenizer is the same BPE as tiktoken's: vocab.json is tiktoken's
+    # encoder.json and merges.txt its vocab.bpe, which tiktoken keeps in its cache (no download).
+    import json
+    from tiktoken.load import read_file_cached
+    try:
+        encoder = read_file_cached(*GPT2_BPE_FILES['encoder.json'])  # checked against the sha256
+        merges = read_file_cached(*GPT2_BPE_FILES['vocab.bpe'])
+    except Exception as e:
+        raise SystemExit(f"error: cannot load tiktoken's GPT-2 BPE files ({type(e).__name__}); they are downloaded once, "
+                         f"so connect to the internet, or set TIKTOKEN_CACHE_DIR to a folder that already holds them")
+    merges = [tuple(line.split(' ')) for line in merges.decode().splitlines()[1:] if line]  # line 1: '#version: 0.2'
+    tok = Tokenizer(models.BPE(vocab=json.loads(encoder), merges=merges))
+    # Bytes as printable characters, split by GPT-2's regex, with no space added in front.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, bos_token='<|endoftext|>',
+                                   eos_token='<|endoftext|>', unk_token='<|endoftext|>', clean_up_tokenization_spaces=False)

@@ -20,6 +20,8 @@ GPT2_BPE_URLS = {
 
 
 def pytest_configure(config):
+    # No test may reach the Hugging Face hub: transformers reads everything from local directories.
+    os.environ['HF_HUB_OFFLINE'] = os.environ['TRANSFORMERS_OFFLINE'] = '1'
     # tiktoken looks in TIKTOKEN_CACHE_DIR for a file named by the sha1 of each URL before
     # downloading; seed it so tiktoken.get_encoding("gpt2") works unchanged and offline.
     try:
