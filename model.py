@@ -529,7 +529,7 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
 # Dense peak TFLOP/s from the vendors' datasheets: (bf16/fp16 tensor cores, fp32 as TF32).
 # Matched against torch.cuda.get_device_name() word for word (see peak_flops).
 PEAK_TFLOPS = [
-    ('H100 PCIe', 756, 378), ('H100 NVL', 835, 418), ('H100', 989, 495), ('H200', 989, 495),
+    ('H100 PCIe', 756, 378), ('H100 NVL', 835, 418), ('H100', 989, 495), ('H200 NVL', 835, 418), ('H200', 989, 495),
     ('GH200', 989, 495), ('B200', 2250, 1100), ('A100', 312, 156), ('L40S', 362, 183),
     ('L40', 181, 90.5), ('L4', 121, 60), ('A10G', 70, 35), ('A10', 125, 62.5), ('RTX 4090', 165, 83),
     ('RTX 3090', 71, 36), ('V100', 125, 15.7), ('T4', 65, 8.1),
@@ -542,6 +542,8 @@ def peak_flops(device_name, dtype):
     L40S' is not an L40 and 'NVIDIA L40' is not an L4), the entry with the most words first
     ('NVIDIA H100 NVL' is not the SXM 'H100')."""
     words = device_name.replace('-', ' ').split()
+    if 'MIG' in words:  # a slice of a GPU: its share of the peak is not known here
+        return None
     for name, half, fp32 in sorted(PEAK_TFLOPS, key=lambda entry: -len(entry[0].split())):
         n = len(name.split())
         if any(words[i:i + n] == name.split() for i in range(len(words))):
@@ -556,8 +558,7 @@ def setup_device(device='auto', dtype='auto', local_rank=None):
     """Resolve 'auto' and check what was asked for. Returns (device, device_type, ptdtype, ctx):
     ctx is the autocast context for forward passes (a no-op in float32). local_rank: this
     process's index on its node under torchrun; on CUDA it picks (and makes current) GPU
-    local_rank % the GPUs this process sees, so 8 processes share 8 GPUs, and a process that
-    sees one GPU (srun --gpus-per-task=1) takes that one."""
+    local_rank, or the only GPU a process sees (srun --gpus-per-task=1)."""
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
     try:
@@ -572,7 +573,14 @@ def setup_device(device='auto', dtype='auto', local_rank=None):
         raise SystemExit(f"error: device {device!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
     if device_type == 'cuda':
         if local_rank is not None:
-            device = f'cuda:{local_rank % torch.cuda.device_count()}'
+            count = torch.cuda.device_count()
+            if torch.device(device).index is not None:
+                raise SystemExit(f"error: --device={device} under torchrun, where each process takes the GPU of its "
+                                 "local rank: use --device=cuda, and CUDA_VISIBLE_DEVICES to choose the GPUs")
+            if count > 1 and local_rank >= count:
+                raise SystemExit(f"error: local rank {local_rank}, but this process sees only {count} GPUs: start "
+                                 f"at most {count} processes per node (torchrun --nproc_per_node={count})")
+            device = f'cuda:{0 if count == 1 else local_rank}'  # one GPU visible: srun --gpus-per-task=1
         if torch.device(device).index is not None:
             # Before anything touches the GPU: otherwise every process opens a context on GPU 0.
             torch.cuda.set_device(device)
@@ -592,10 +600,7 @@ def setup_device(device='auto', dtype='auto', local_rank=None):
 def cuda_has_bf16():
     """Whether the current GPU computes in bfloat16 natively (Ampere and newer). V100 and T4 only
     emulate it, slowly, and torch.cuda.is_bf16_supported() counts that unless told not to."""
-    try:
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # a torch without the argument counts native support only
-        return torch.cuda.is_bf16_supported()
+    return torch.cuda.is_bf16_supported(including_emulation=False)  # (the argument: torch >= 2.4)
 
 
 def save_checkpoint(checkpoint, path):
@@ -618,7 +623,8 @@ def load_checkpoint(path):
     try:
         with warnings.catch_warnings():  # a damaged file also makes torch warn; the one line below says it all
             warnings.simplefilter('ignore')
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+            # mmap: the file's pages are read as needed and shared by the processes of a node
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
     except Exception as e:
         raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:120]}); restore a good copy or start again")

@@ -91,6 +91,9 @@ if compile not in (None, True, False):
 # process alone (settings, data, checkpoint) is checked before they join the process group below,
 # so that a failing process stops the run at once instead of leaving the others waiting for it.
 ddp = 'RANK' in os.environ
+if not ddp and int(os.environ.get('SLURM_STEP_NUM_TASKS', 1)) > 1:
+    sys.exit(f"error: srun started {os.environ['SLURM_STEP_NUM_TASKS']} copies of train.py without torchrun: each would "
+             "train alone into the same out_dir. Run torchrun under srun (README: Clusters)")
 rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if ddp else (0, 0, 1)
 master = rank == 0
 device, device_type, ptdtype, ctx = setup_device(device, dtype, local_rank if ddp else None)
@@ -163,6 +166,15 @@ if checkpoint is not None:
         scaler.load_state_dict(checkpoint['scaler'])
     checkpoint = None  # free the memory
 
+if master:
+    os.makedirs(out_dir, exist_ok=True)
+    if init_from != 'resume' and not eval_only and os.path.exists(ckpt_path):
+        os.replace(ckpt_path, ckpt_path + '.prev')  # a new run never silently destroys an old one
+        print(f"kept the earlier run's checkpoint as {ckpt_path}.prev")
+if wandb_log and master:
+    import wandb  # lazy: only needed here
+    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+
 if ddp:
     dist.init_process_group(backend=('nccl' if device_type == 'cuda' else 'gloo') if backend == 'auto' else backend)
 raw_model = model  # what we save: no compile or DDP wrapper
@@ -173,7 +185,7 @@ if compile:
         print("compiling the model...")
     model = torch.compile(model)
 if ddp:
-    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+    model = DDP(model, device_ids=[torch.device(device).index] if device_type == 'cuda' else None)
 
 
 @torch.no_grad()
@@ -210,6 +222,8 @@ def rng_state():
     state = {'torch': torch.get_rng_state(), 'numpy': (kind, keys.tolist(), pos, has_gauss, gauss), 'python': random.getstate()}
     if device_type == 'cuda':
         state['cuda'] = torch.cuda.get_rng_state(device)
+    elif device_type == 'mps':
+        state['mps'] = torch.mps.get_rng_state()
     return state
 
 
@@ -220,6 +234,8 @@ def set_rng_state(state):
     random.setstate(state['python'])
     if 'cuda' in state and device_type == 'cuda':
         torch.cuda.set_rng_state(state['cuda'], device)
+    elif 'mps' in state and device_type == 'mps':
+        torch.mps.set_rng_state(state['mps'])
 
 
 last_saved = f"{ckpt_path} (iter {iter_num})" if init_from == 'resume' else "none"
@@ -265,14 +281,6 @@ def request_stop(signum, frame):
 signal.signal(signal.SIGTERM, request_stop)
 signal.signal(signal.SIGINT, request_stop)
 
-if master:
-    os.makedirs(out_dir, exist_ok=True)
-    if init_from != 'resume' and not eval_only and os.path.exists(ckpt_path):
-        os.replace(ckpt_path, ckpt_path + '.prev')  # a new run never silently destroys an old one
-        print(f"kept the earlier run's checkpoint as {ckpt_path}.prev")
-if wandb_log and master:
-    import wandb  # lazy: only needed here
-    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 if init_from == 'resume':
     if resume_rng is not None and len(resume_rng) == world_size:
         set_rng_state(resume_rng[rank])

@@ -204,6 +204,8 @@ def test_mfu_uses_the_device_peak():
     assert M.peak_flops('NVIDIA GH200 480GB', torch.bfloat16) == 989e12
     assert M.peak_flops('Tesla V100-SXM2-16GB', torch.float32) == 15.7e12
     assert M.peak_flops('NVIDIA RTX A6000', torch.bfloat16) is None  # not an A6000 'A10...' or 'RTX 4090'
+    assert M.peak_flops('NVIDIA H200 NVL', torch.bfloat16) == 835e12
+    assert M.peak_flops('NVIDIA A100-SXM4-40GB MIG 1g.5gb', torch.bfloat16) is None  # a seventh of an A100
     m = tiny()
     assert m.estimate_mfu(4, 0.1) is None  # a CPU has no honest peak
     # flops per iteration: 6N + 12 L H Q T per token, T tokens per sequence
@@ -244,11 +246,15 @@ def fake_cuda(monkeypatch):
 
 @pytest.mark.filterwarnings('ignore:User provided device_type')  # autocast for CUDA on a CPU build
 def test_setup_device_picks_the_gpu_then_the_dtype(fake_cuda):
-    # torchrun: local rank 5 of a node whose processes each see 4 GPUs -> GPU 1, made current
+    # torchrun: local rank 3 of a node whose processes each see 4 GPUs -> GPU 3, made current
     # before anything asks the GPU a question (else every process opens a context on GPU 0)
-    device, device_type, ptdtype, _ = M.setup_device('auto', 'auto', local_rank=5)
-    assert (device, device_type, ptdtype) == ('cuda:1', 'cuda', torch.bfloat16)
-    assert fake_cuda['calls'][0] == 'set_device cuda:1' and 'is_bf16_supported' in fake_cuda['calls']
+    device, device_type, ptdtype, _ = M.setup_device('auto', 'auto', local_rank=3)
+    assert (device, device_type, ptdtype) == ('cuda:3', 'cuda', torch.bfloat16)
+    assert fake_cuda['calls'][0] == 'set_device cuda:3' and 'is_bf16_supported' in fake_cuda['calls']
+    with pytest.raises(SystemExit, match='local rank 5, but this process sees only 4 GPUs'):
+        M.setup_device('cuda', 'auto', local_rank=5)  # two processes on one GPU: NCCL would refuse it later
+    with pytest.raises(SystemExit, match='under torchrun'):
+        M.setup_device('cuda:2', 'auto', local_rank=0)
     assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # the MFU peak assumes TF32
     # srun --gpus-per-task=1: each process sees one GPU, whatever its local rank
     fake_cuda['count'] = 1
