@@ -296,6 +296,8 @@ def test_bad_input_corrupt_checkpoint_and_world_size(char_data, tmp_path):
     r = train(*tiny(char_data, tmp_path, '--gradient_accumulation_steps=5'),
               env={'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '2'})
     assert r.returncode != 0 and r.stderr.startswith('error: gradient_accumulation_steps=5 does not divide by the 2')
+    r = train(*tiny(char_data, tmp_path), env={'SLURM_STEP_NUM_TASKS': '4'})  # srun -n4 python train.py
+    assert r.returncode != 0 and r.stderr.startswith('error: srun started 4 copies of train.py without torchrun')
 
 
 def train_settings():
