@@ -165,6 +165,7 @@ def weights_floor(model):
     """The memory-bandwidth floor of a cached generation step: the bytes of weights it reads (every
     parameter once, of the position embeddings one row) and the median time to read them once."""
     tensors = [p.detach() for name, p in model.named_parameters() if name != 'transformer.wpe.weight']
+    tensors.append(model.transformer.wpe.weight.detach()[0])  # one position's row per step
     nbytes = sum(p.numel() * p.element_size() for p in tensors)
 
     def read_once():
