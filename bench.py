@@ -20,7 +20,7 @@ bytes of weights one cached step reads, and the tokens/s if reading them once we
 hf=True also times transformers' GPT-2 generate on the same weights, in float32, bfloat16 and
 float16, in the same run. GPT-2 124M's shape, greedy, as in BENCHMARKS.md:
 
-    python bench.py --mode=generate --device=cpu --gpt2_shape=True --temperature=0 --max_new_tokens=200 --hf=True
+    python bench.py --mode=generate --device=cpu --gpt2_shape=True --temperature=0 --max_new_tokens=200 --hf=True --plain=False
 """
 
 import copy
@@ -156,8 +156,8 @@ def bench_train():
     mfu = raw_model.estimate_mfu(batch_size, dt, ptdtype)
     speed = f"MFU {mfu * 100:.1f}%" if mfu is not None else f"{tflops:.3f} TFLOP/s achieved (no known peak for MFU)"
     print(f"loss {loss.item():.4f}, {dt * 1000:.2f} ms/iter, {tokens_per_s:,.0f} tokens/s, {speed}")
-    return dict(dtype=str(ptdtype).removeprefix('torch.'), params=raw_model.get_num_params(), batch_size=batch_size, block_size=block_size,
-                num_iters=num_iters, ms_per_iter=dt * 1000, tokens_per_s=tokens_per_s, tflops=tflops,
+    return dict(dtype=str(ptdtype).removeprefix('torch.'), params=raw_model.get_num_params(), batch_size=batch_size,
+                block_size=block_size, num_iters=num_iters, ms_per_iter=dt * 1000, tokens_per_s=tokens_per_s, tflops=tflops,
                 mfu=mfu, loss=loss.item(), profile=trace_file if profile else None)
 
 
