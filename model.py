@@ -483,7 +483,7 @@ def inference_dtype(device_type, dtype='auto'):
     so half the bytes can mean up to twice the tokens/s.
     - cuda: bfloat16 (float32's range, so nothing overflows), float16 where bfloat16 is not native.
     - cpu: bfloat16 where the CPU multiplies it natively (AVX512-BF16), else float32: on an Intel
-      Xeon with it, bfloat16 was the fastest of the three and float16 the slowest.
+      Xeon with it, bfloat16 was at least as fast as float32 and float16 the slowest.
     - mps: float32, not measured."""
     if dtype != 'auto':
         return DTYPES[dtype]  # setup_device has checked the name
