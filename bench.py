@@ -248,7 +248,8 @@ def bench_generate():
             return out, num_sequences * max_new_tokens / (time.perf_counter() - t0)
         return run
 
-    runs = {'cached': ours(True), **({'plain': ours(False)} if plain else {}), **{'transformers ' + k: r for k, r in hf_runs.items()}}
+    runs = {'cached': ours(True), **({'plain': ours(False)} if plain else {}),
+            **{'transformers ' + k: r for k, r in hf_runs.items()}}
     for run in runs.values():  # warm-up
         run()
     speeds, outputs = {k: [] for k in runs}, {k: [] for k in runs}
