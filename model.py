@@ -603,6 +603,24 @@ def cuda_has_bf16():
     return torch.cuda.is_bf16_supported(including_emulation=False)  # (the argument: torch >= 2.4)
 
 
+def inference_dtype(device_type, dtype='auto'):
+    """The dtype to cast the weights to for generation (model.to(dtype)), instead of autocast,
+    which casts every weight again at every step. 'auto' picks, per device, the fastest dtype
+    that stays accurate (BENCHMARKS.md, Generation): generating one token reads every weight once,
+    so half the bytes can mean up to twice the tokens/s.
+    - cuda: bfloat16 (float32's range, so nothing overflows), float16 where bfloat16 is not native.
+    - cpu: bfloat16 where the CPU multiplies it natively (AVX512-BF16), else float32: on an Intel
+      Xeon with it, bfloat16 was at least as fast as float32 and float16 the slowest.
+    - mps: float32, not measured."""
+    if dtype != 'auto':
+        return DTYPES[dtype]  # setup_device has checked the name
+    if device_type == 'cuda':
+        return torch.bfloat16 if cuda_has_bf16() else torch.float16
+    if device_type == 'cpu' and getattr(torch.cpu, '_is_avx512_bf16_supported', lambda: False)():  # (a private torch function)
+        return torch.bfloat16
+    return torch.float32
+
+
 def save_checkpoint(checkpoint, path):
     """Write atomically: a temporary file, flushed to disk, then renamed over the old one, so a
     crash at any moment leaves either the old checkpoint or the new one, never half of one."""

@@ -6,30 +6,35 @@ GPT-2 directory written by transformers' save_pretrained. Settings below; see --
 
 A checkpoint trained on a character-level dataset decodes with that dataset's meta.pkl; anything
 else uses the GPT-2 BPE (tiktoken). A prompt longer than the model's block_size is cropped to its
-last block_size tokens, with a note: that is all the model can read.
+last block_size tokens, with a note: that is all the model can read. The samples are generated
+together, in one batch (max_batch caps it), with the weights cast to dtype; after them one line on
+stderr gives the tokens/s.
 
 --export_hf=DIR writes the model and its tokenizer to DIR in transformers' GPT-2 format instead of
 sampling (README, Exporting to Hugging Face).
 """
 
 import os
+import sys
+import time
 
 import torch
 
 import data
-from model import DTYPES, GPT, load_checkpoint, setup_device
+from model import DTYPES, GPT, inference_dtype, load_checkpoint, setup_device
 
 init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or a transformers GPT-2 directory
 out_dir = 'out'  # where train.py wrote ckpt.pt (with init_from='resume')
 start = "\n"  # the prompt; "FILE:prompt.txt" reads it from a file
-num_samples = 10  # samples to draw, one after another
+num_samples = 10  # samples to draw
+max_batch = 0  # samples generated at once, at most (0 = all num_samples in one batch); lower it if memory runs short
 max_new_tokens = 500  # tokens generated per sample
 temperature = 0.8  # 1.0 = the model's distribution, lower = more predictable, 0 = greedy
 top_k = 200  # keep only the k most likely tokens (0 = all)
 top_p = None  # keep the smallest set of most likely tokens whose probability reaches p (None = all)
 seed = 1337
 device = 'auto'  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
-dtype = 'auto'  # auto (bfloat16 or float16 on CUDA, float32 elsewhere), float32, bfloat16, float16
+dtype = 'auto'  # the weights' dtype: auto (per device, see README), float32, bfloat16, float16
 compile = False  # torch.compile the full forward pass (used past block_size); the KV-cache step stays eager
 export_hf = ''  # a directory: write model and tokenizer there in transformers' format and exit (float32, or --dtype=bfloat16/float16)
 overwrite = False  # with export_hf: replace a directory that is not empty
@@ -39,13 +44,17 @@ configure(globals())
 
 if num_samples < 1 or max_new_tokens < 1:
     raise SystemExit(f"error: num_samples ({num_samples}) and max_new_tokens ({max_new_tokens}) must be at least 1")
+if not isinstance(max_batch, int) or max_batch < 0:
+    raise SystemExit(f"error: max_batch={max_batch!r}: use a whole number of samples, or 0 for all num_samples at once")
 if temperature < 0:
     raise SystemExit(f"error: temperature={temperature} is negative: use 0 (greedy) or more")
 if top_k is not None and (not isinstance(top_k, int) or top_k < 0):
     raise SystemExit(f"error: top_k={top_k!r}: use a whole number of tokens, or 0 or None for all")
 if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
     raise SystemExit(f"error: top_p={top_p!r}: use a probability in (0, 1], or None for all")
-device, device_type, ptdtype, ctx = setup_device(device, dtype)
+device, device_type, _, _ = setup_device(device, dtype)  # its autocast is for training
+# Generation casts the weights themselves: autocast would cast every weight again at every token.
+ptdtype = inference_dtype(device_type, dtype)
 
 # the model
 meta = None
@@ -71,7 +80,7 @@ if export_hf:
     model.save_pretrained(export_hf, dtype=torch.float32 if dtype == 'auto' else DTYPES[dtype], overwrite=overwrite,
                           tokenizer=data.hf_tokenizer(meta, model_max_length=model.config.block_size))
     raise SystemExit(0)
-model.eval().to(device)
+model.eval().to(device=device, dtype=ptdtype)
 if compile:
     model.compile()
 
@@ -111,9 +120,20 @@ if len(start_ids) > block_size:
     start_ids = start_ids[-block_size:]
 x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]  # (1, T)
 
+# All samples in one batch (or batches of max_batch): one token for each sample reads the weights
+# once, as one token for one sample does. Every row draws its own tokens.
 torch.manual_seed(seed)
-with ctx:
-    for _ in range(num_samples):
-        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
-        print(decode(y[0].tolist()))
+batch = max_batch or num_samples
+seconds = 0.0  # generation only, not decoding and printing
+for first in range(0, num_samples, batch):
+    t0 = time.perf_counter()
+    y = model.generate(x.expand(min(batch, num_samples - first), -1), max_new_tokens,
+                       temperature=temperature, top_k=top_k, top_p=top_p)
+    samples = y.tolist()  # waits for the device
+    seconds += time.perf_counter() - t0
+    for ids in samples:
+        print(decode(ids))
         print('---------------')
+n = num_samples * max_new_tokens
+print(f"generated {n} tokens in {seconds:.2f} s ({n / seconds:,.1f} tokens/s, dtype {str(ptdtype).removeprefix('torch.')}; "
+      f"reading the {x.size(1)}-token prompt included)", file=sys.stderr)

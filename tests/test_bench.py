@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from model import GPT, GPTConfig, inference_dtype
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32']
 
@@ -53,6 +55,22 @@ def test_generate_mode_reports_identical_tokens(tmp_path):
     assert result['num_sequences'] == 2 and result['max_new_tokens'] == 12
     assert result['cached_tokens_per_s'] > 0 and result['plain_tokens_per_s'] > 0
     assert abs(result['speedup'] - result['cached_tokens_per_s'] / result['plain_tokens_per_s']) < 1e-9
+
+
+def test_generate_mode_floor_and_transformers(tmp_path):
+    # Weights in the inference dtype; the floor counts every weight's bytes once, of the position
+    # embeddings one row; transformers' GPT-2 runs on the same weights: the same greedy tokens.
+    out, result = bench('--mode=generate', '--bias=True', '--temperature=0', '--max_new_tokens=8', '--num_runs=1',
+                        '--plain=False', '--hf=True', cwd=tmp_path)
+    dtype = inference_dtype('cpu')
+    assert result['dtype'] == str(dtype).removeprefix('torch.') and result['plain_tokens_per_s'] is None
+    m = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=65, bias=True))
+    n = sum(p.numel() for p in m.parameters()) - 31 * 32  # 31 of the 32 rows of wpe are not read
+    assert result['weight_bytes'] == n * dtype.itemsize
+    assert result['floor_tokens_per_s'] > 0
+    assert abs(result['floor_ratio'] - result['floor_tokens_per_s'] / result['cached_tokens_per_s']) < 1e-9
+    assert sorted(result['hf_tokens_per_s']) == ['bfloat16', 'float16', 'float32']
+    assert 'transformers float32: ' in out and 'tokens equal to ours in float32: True' in out.split('transformers float32: ')[1]
 
 
 def test_bad_mode_is_one_line(tmp_path):

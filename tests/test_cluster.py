@@ -101,7 +101,7 @@ sys.path.insert(0, {root!r})
 import data, model
 model.setup_device = lambda *args, **kwargs: ('meta', 'meta', torch.float32, nullcontext())
 to = torch.nn.Module.to  # the model itself stays on the CPU (a meta model has no weights to check)
-torch.nn.Module.to = lambda self, *args, **kwargs: self if args[:1] == ('meta',) else to(self, *args, **kwargs)
+torch.nn.Module.to = lambda self, *args, **kwargs: self if 'meta' in (*args[:1], kwargs.get('device')) else to(self, *args, **kwargs)
 def first_batch(*args, **kwargs):
     raise SystemExit('reached the first batch')
 def generate(self, *args, **kwargs):

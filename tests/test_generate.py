@@ -1,8 +1,11 @@
 """Generation: the KV-cache path against plain recomputation, and the sampling rules of
 sample_next_token (temperature, top-k, top-p) against brute-force references."""
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 import model as M
 from model import GPT, GPTConfig, sample_next_token
@@ -212,3 +215,56 @@ def test_generated_tokens_are_ordinary_tensors():
     assert not out.is_inference()
     _, loss = m.train()(out[:, :-1], out[:, 1:])
     loss.backward()
+
+
+@pytest.fixture(scope='module')
+def trained_char_model(shakespeare_txt):
+    """A small character model trained for 200 steps on Shakespeare, and validation
+    batches from text it did not train on. Returns (model, X, Y)."""
+    text = open(shakespeare_txt).read()
+    stoi = {c: i for i, c in enumerate(sorted(set(text)))}
+    ids = torch.tensor([stoi[c] for c in text[:120_000]])
+    train, val = ids[:100_000], ids[100_000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # ops this small gain nothing from a second thread, and wait for it on a busy machine
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(block_size=64, vocab_size=len(stoi), n_layer=2, n_head=4, n_embd=64, dropout=0.0, bias=False))
+    optimizer = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    for _ in range(200):
+        i = torch.randint(len(train) - 65, (12,))
+        x = torch.stack([train[j:j + 65] for j in i.tolist()])  # (12, 65)
+        _, loss = m(x[:, :-1], x[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.set_num_threads(threads)
+    i = torch.arange(0, len(val) - 65, 65)[:128]
+    v = torch.stack([val[j:j + 65] for j in i.tolist()])  # (128, 65)
+    return m.eval(), v[:, :-1], v[:, 1:]
+
+
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16', 'auto'])
+def test_inference_dtype_keeps_the_validation_loss(trained_char_model, dtype):
+    """The weights cast to an inference dtype (model.to(dtype), as sample.py does) give the float32
+    validation loss within 0.01 on a trained model."""
+    m, X, Y = trained_char_model
+    with torch.no_grad():
+        loss32 = m(X, Y)[1].item()
+        assert loss32 < 2.8  # trained: ln(65) = 4.2 at init
+        cast = copy.deepcopy(m).to(M.inference_dtype('cpu', dtype))
+        logits, _ = cast(X, Y)
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), Y.reshape(-1)).item()
+    assert next(cast.parameters()).dtype == M.inference_dtype('cpu', dtype)
+    assert abs(loss - loss32) < 0.01, (dtype, loss, loss32)
+
+
+def test_inference_dtype_auto_per_device(monkeypatch):
+    assert M.inference_dtype('cpu', 'float16') == torch.float16  # asked for: kept
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
+    assert M.inference_dtype('cuda') == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: including_emulation)
+    assert M.inference_dtype('cuda') == torch.float16  # emulated bfloat16 is slow: float16
+    assert M.inference_dtype('mps') == torch.float32
+    for native, expected in [(True, torch.bfloat16), (False, torch.float32)]:
+        monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: native)
+        assert M.inference_dtype('cpu') == expected

@@ -2,15 +2,17 @@
 nanoGPT checkpoint, a transformers GPT-2 directory, prompts from files, and every bad input
 stopping with one 'error: ' line. Greedy samples are checked against model.generate."""
 
+import copy
 import os
 import pickle
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from model import GPT, GPTConfig, save_checkpoint
+from model import GPT, GPTConfig, inference_dtype, save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARS = sorted(set("\n !',.:;?-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))
@@ -18,7 +20,8 @@ MODEL_ARGS = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, bias=False, dro
 
 
 def sample(*args, cwd):
-    return subprocess.run([sys.executable, os.path.join(ROOT, 'sample.py'), '--device=cpu', *args],
+    # float32 unless args say otherwise: the text is compared with model.generate's in float32
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'sample.py'), '--device=cpu', '--dtype=float32', *args],
                           capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
@@ -65,6 +68,35 @@ def test_char_checkpoint_greedy_matches_generate(char_run, tmp_path):
     assert r.returncode == 0, r.stderr
     text = ''.join(itos[i] for i in greedy(model, [stoi[c] for c in 'To be'], 40))
     assert r.stdout.count(text + '\n---------------\n') == 2
+
+
+def test_samples_in_batches(char_run, tmp_path):
+    """All samples at once, or max_batch at a time: each the tokens the same seeded draws give
+    model.generate on that batch (the old one-by-one loop with max_batch=1), each different."""
+    out_dir, model, stoi, itos = char_run
+    x = torch.tensor([[stoi['\n']]])
+    for max_batch, sizes in [(0, [4]), (3, [3, 1]), (1, [1, 1, 1, 1])]:
+        r = sample(f'--out_dir={out_dir}', '--num_samples=4', f'--max_batch={max_batch}', '--max_new_tokens=20',
+                   '--seed=5', cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        torch.manual_seed(5)
+        expected = [row for b in sizes for row in model.generate(x.expand(b, -1), 20, temperature=0.8, top_k=200).tolist()]
+        assert r.stdout.endswith(''.join(''.join(itos[i] for i in ids) + '\n---------------\n' for ids in expected))
+        assert len({tuple(ids) for ids in expected}) == 4
+        line = r.stderr.strip().splitlines()[-1]
+        assert re.fullmatch(r'generated 80 tokens in [0-9.]+ s \([0-9,.]+ tokens/s, dtype float32; '
+                            r'reading the 1-token prompt included\)', line), line
+
+
+def test_weights_cast_to_the_inference_dtype(char_run, tmp_path):
+    out_dir, model, stoi, itos = char_run
+    dtype = inference_dtype('cpu')  # what --dtype=auto gives on this CPU
+    r = sample(f'--out_dir={out_dir}', '--dtype=auto', '--start=To be', '--temperature=0', '--num_samples=1',
+               '--max_new_tokens=30', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    cast = copy.deepcopy(model).to(dtype)
+    assert r.stdout.endswith(''.join(itos[i] for i in greedy(cast, [stoi[c] for c in 'To be'], 30)) + '\n---------------\n')
+    assert f"dtype {str(dtype).removeprefix('torch.')};" in r.stderr
 
 
 def test_seeded_sampling_is_repeatable(char_run, tmp_path):
@@ -170,11 +202,12 @@ def check_error(r, *words):
     (['--start='], ['prompt is empty']),
     (['--max_new_tokens=0'], ['max_new_tokens']),
     (['--num_samples=-1'], ['num_samples']),
+    (['--max_batch=-1'], ['max_batch=-1']),
     (['--temperature=-1'], ['temperature']),
     (['--top_k=-1'], ['top_k=-1']),
     (['--top_p=0'], ['top_p=0']),
     (['--top_p=abc'], ["top_p='abc'"]),
-], ids=['char-not-in-vocab', 'missing-prompt-file', 'empty-prompt', 'max-new-tokens', 'num-samples', 'temperature',
+], ids=['char-not-in-vocab', 'missing-prompt-file', 'empty-prompt', 'max-new-tokens', 'num-samples', 'max-batch', 'temperature',
         'top-k', 'top-p-zero', 'top-p-text'])
 def test_bad_input(char_run, tmp_path, args, words):
     check_error(sample(f'--out_dir={char_run[0]}', '--max_new_tokens=5', *args, cwd=tmp_path), *words)
