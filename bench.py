@@ -187,21 +187,14 @@ def weights_floor(model):
 
 
 def hf_runners(model, prompt):
-    """transformers' GPT-2 generate on the same weights (built from a GPT2Config, no download;
-    our model gets its weights), greedy or sampled like ours, one model per dtype. Returns
-    {name: run}, each run() -> (tokens, tokens/s), to be timed alongside ours."""
+    """transformers' GPT-2 generate on the same weights (ours, exported with save_pretrained, whose
+    export is tested against transformers' outputs; no download), greedy or sampled like ours, one
+    model per dtype. Returns {name: run}, each run() -> (tokens, tokens/s), to be timed alongside ours."""
     import tempfile  # lazy, as transformers: only needed here
-    from transformers import GPT2Config, GPT2LMHeadModel
-    c = model.config
-    if not c.bias:
-        raise SystemExit("error: --hf=True needs GPT-2's architecture: use --bias=True (or --gpt2_shape=True)")
-    hf_model = GPT2LMHeadModel(GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd,
-                                          n_layer=c.n_layer, n_head=c.n_head, bos_token_id=None, eos_token_id=None))
-    # transformers' weights into our model: written by save_pretrained, converted by from_pretrained
-    # (whose conversion is tested against transformers' outputs).
+    from transformers import GPT2LMHeadModel
     with tempfile.TemporaryDirectory() as tmp:
-        hf_model.save_pretrained(tmp)
-        model.load_state_dict(GPT.from_pretrained(tmp).state_dict())
+        model.save_pretrained(tmp)
+        hf_model = GPT2LMHeadModel.from_pretrained(tmp)
     kw = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, pad_token_id=0,
               attention_mask=torch.ones_like(prompt))
     if temperature == 0:
