@@ -73,9 +73,12 @@ def ending_losses(model, examples, block_size, device):
         targets[r, len(row) - 1 - n:len(row) - 1] = idx[r, len(row) - n:len(row)]  # position t predicts token t + 1
     idx, targets = idx.to(device), targets.to(device)
     logits, _ = model(idx, targets)  # (R, T, vocab); targets make the model return every position
-    losses = F.cross_entropy(logits.float().view(R * T, -1), targets.view(-1), ignore_index=-1, reduction='none')
-    summed = losses.view(R, T).sum(1)  # (R,)
-    mean = summed / (targets != -1).sum(1)  # (R,)
+    rows_of, positions = (targets != -1).nonzero(as_tuple=True)  # the scored positions only: (N,) each
+    losses = F.cross_entropy(logits[rows_of, positions].float(), targets[rows_of, positions], reduction='none')  # (N,)
+    per_token = torch.zeros(R, T, device=device)
+    per_token[rows_of, positions] = losses  # (R, T), zero where not scored; a plain sum is deterministic on GPUs too
+    summed = per_token.sum(1)  # (R,)
+    mean = summed / torch.tensor(scored, device=device)  # (R,)
     return summed.view(-1, 4), mean.view(-1, 4)  # (examples, 4) each
 
 
