@@ -294,6 +294,8 @@ def trim_metrics(evaluates_now):
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by the crash
+        if not isinstance(record, dict) or not isinstance(record.get('iter'), int):
+            continue
         if record['iter'] < iter_num or (record['iter'] == iter_num and not ('val_loss' in record and evaluates_now)):
             kept.append(line)
     with open(metrics_path + '.tmp', 'w') as f:

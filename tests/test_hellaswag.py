@@ -256,7 +256,7 @@ def test_metrics_jsonl_once_per_iteration_after_resume_and_char_bpb(char_data, t
     ok(train(*common, f'--out_dir={out}', '--max_iters=6'))
     # what a run that died after its checkpoint at 6 leaves: lines past it, the last cut short
     with open(out / 'metrics.jsonl', 'a') as f:
-        f.write('{"iter": 7, "loss": 9.0, "lr": 0.1, "ms": 1.0}\n{"iter": 8, "loss": 9.0, "lr": 0.1, "ms": 1.0}\n'
+        f.write('{"iter": 7, "loss": 9.0, "lr": 0.1, "ms": 1.0}\n{"iter": 8, "loss": 9.0, "lr": 0.1, "ms": 1.0}\n[8]\n'
                 '{"iter": 9, "train_loss": 9.0, "val_loss": 9.0, "val_bpb": 9.0}\n{"iter": 10, "lo')
     ok(train(*common, f'--out_dir={out}', '--max_iters=9', '--init_from=resume'))
     resumed = records(out)
