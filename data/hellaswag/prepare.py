@@ -1,6 +1,6 @@
 """
 HellaSwag's validation set (10,042 examples) in GPT-2 tokens, for train.py --eval_hellaswag=True.
-Downloads hellaswag_val.jsonl (from the rowanz/hellaswag repository, 11 MB) next to this file if
+Downloads hellaswag_val.jsonl (from the rowanz/hellaswag repository) next to this file if
 it is not there yet, or reads a local copy given with --source, checks every row, tokenizes each
 context as it is and each ending as " " + ending with tiktoken's GPT-2 BPE, and writes next to
 this file:
@@ -94,6 +94,8 @@ np.savez(buffer, tokens=tokens, starts=starts, labels=labels)
 write_files(out_dir, {'val.npz': buffer.getvalue()})
 print(f"wrote val.npz to {out_dir}")
 
-# on the real hellaswag_val.jsonl:
-# 10,042 examples, ... tokens
+# python data/hellaswag/prepare.py
+# downloading https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl
+# 10,042 examples, ... tokens; the longest context + ending has ... tokens
 # wrote val.npz to .../data/hellaswag
+# (the token counts of the real file are not filled in: it has not been run on it yet)
