@@ -323,10 +323,10 @@ if master:
     if init_from != 'resume' and not eval_only and os.path.exists(ckpt_path):
         os.replace(ckpt_path, ckpt_path + '.prev')  # a new run never silently destroys an old one
         print(f"kept the earlier run's checkpoint as {ckpt_path}.prev")
-    if init_from != 'resume' and os.path.exists(metrics_path):
-        os.replace(metrics_path, metrics_path + '.prev')
-    elif init_from == 'resume':
+    if os.path.exists(metrics_path) and init_from == 'resume':
         trim_metrics(iter_num % eval_interval == 0 or iter_num >= max_iters or eval_only)
+    elif os.path.exists(metrics_path):
+        os.replace(metrics_path, metrics_path + '.prev')  # as the checkpoint: a new run starts a new file
 if wandb_log and master:
     import wandb  # lazy: only needed here
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
