@@ -16,6 +16,7 @@ The checkpoint out_dir/ckpt.pt holds nanoGPT's keys plus what an exact resume ne
 written atomically, and SIGTERM or Ctrl-C finishes the current step, saves and exits.
 """
 
+import json
 import math
 import os
 import random
@@ -30,7 +31,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure
-from data import load_meta, open_dataset
+from data import bytes_per_token, load_meta, open_dataset
+from data.hellaswag import GPT2_VOCAB_SIZE, hellaswag_counts, load_hellaswag
 from model import GPT, GPTConfig, load_checkpoint, save_checkpoint, setup_device
 
 # -----------------------------------------------------------------------------
@@ -41,6 +43,10 @@ log_interval = 1  # iterations between log lines
 eval_iters = 200  # batches per split to estimate the loss
 eval_only = False  # evaluate once, then exit
 always_save_checkpoint = True  # save at every evaluation; False: only when val loss improves
+# HellaSwag (GPT-2 BPE models; run data/hellaswag/prepare.py first)
+eval_hellaswag = False  # also score HellaSwag at every evaluation: hellaswag_acc, hellaswag_acc_norm
+hellaswag_data = 'hellaswag'  # the folder of val.npz: data/<name>, or a path if it has a slash
+hellaswag_limit = 0  # score only the first N examples, a quick and partial look (e.g. on a CPU); 0: all
 init_from = 'scratch'  # 'scratch', 'resume' (from out_dir), 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or a transformers GPT-2 directory
 # wandb logging
 wandb_log = False  # log to Weights & Biases (WANDB_MODE=offline works)
@@ -80,6 +86,8 @@ config = configure(globals())
 for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval', 'eval_iters'):
     if globals()[name] < 1:
         sys.exit(f"error: {name}={globals()[name]} must be at least 1")
+if hellaswag_limit < 0:
+    sys.exit(f"error: hellaswag_limit={hellaswag_limit} must be 0 (all examples) or more")
 if decay_lr and lr_decay_iters <= warmup_iters:
     sys.exit(f"error: lr_decay_iters={lr_decay_iters} must be larger than warmup_iters={warmup_iters} (or --decay_lr=False)")
 if backend not in ('auto', 'nccl', 'gloo'):
@@ -112,6 +120,8 @@ torch.manual_seed(seed + rank)  # different dropout per process
 # minutes and gigabytes on OpenWebText).
 splits = open_dataset(dataset, block_size)
 meta = load_meta(dataset)
+val_bytes_per_token = bytes_per_token(splits['val'], meta)  # for val_bpb; None if the text is unknown
+hellaswag = load_hellaswag(hellaswag_data) if eval_hellaswag else None
 
 
 def get_batch(split, iter_num, micro_step):
@@ -154,6 +164,9 @@ elif block_size > model.config.block_size:
 model_args = {k: getattr(model.config, k) for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout')}
 for tokens in splits.values():
     tokens.vocab_size = model.config.vocab_size
+if eval_hellaswag and model.config.vocab_size < GPT2_VOCAB_SIZE:
+    sys.exit(f"error: eval_hellaswag needs a model with GPT-2's vocabulary (HellaSwag is prepared in GPT-2 tokens), "
+             f"but this one has vocab_size={model.config.vocab_size}; use --eval_hellaswag=False")
 model.to(device)
 if master:
     print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, {model_args}")
@@ -166,11 +179,42 @@ if checkpoint is not None:
         scaler.load_state_dict(checkpoint['scaler'])
     checkpoint = None  # free the memory
 
+# out_dir/metrics.jsonl: one JSON object per log line and per evaluation (master only).
+metrics_path = os.path.join(out_dir, 'metrics.jsonl')
+
+
+def log_metrics(record):
+    with open(metrics_path, 'a') as f:  # a whole line at a time, so a run that dies leaves whole lines
+        f.write(json.dumps(record) + '\n')
+
+
+def trim_metrics(evaluates_now):
+    # A resumed run repeats what the run that died logged past its checkpoint, and the evaluation
+    # at the checkpoint's iteration if it evaluates there again: drop those, so each appears once.
+    kept = []
+    for line in open(metrics_path):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by the crash
+        if not isinstance(record, dict) or not isinstance(record.get('iter'), int):
+            continue
+        if record['iter'] < iter_num or (record['iter'] == iter_num and not ('val_loss' in record and evaluates_now)):
+            kept.append(line)
+    with open(metrics_path + '.tmp', 'w') as f:
+        f.writelines(kept)
+    os.replace(metrics_path + '.tmp', metrics_path)
+
+
 if master:
     os.makedirs(out_dir, exist_ok=True)
     if init_from != 'resume' and not eval_only and os.path.exists(ckpt_path):
         os.replace(ckpt_path, ckpt_path + '.prev')  # a new run never silently destroys an old one
         print(f"kept the earlier run's checkpoint as {ckpt_path}.prev")
+    if os.path.exists(metrics_path) and init_from == 'resume':
+        trim_metrics(iter_num % eval_interval == 0 or iter_num >= max_iters or eval_only)
+    elif os.path.exists(metrics_path):
+        os.replace(metrics_path, metrics_path + '.prev')  # as the checkpoint: a new run starts a new file
 if wandb_log and master:
     import wandb  # lazy: only needed here
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
@@ -206,6 +250,20 @@ def estimate_loss():
         losses /= world_size
     model.train()
     return {'train': losses[0].item(), 'val': losses[1].item()}
+
+
+@torch.no_grad()
+def evaluate_hellaswag():
+    """[examples, right by summed loss, right by mean loss] over all processes, each scoring its
+    share. The raw model: its batches differ in length, which would recompile a compiled one."""
+    raw_model.eval()
+    with ctx:
+        counts = hellaswag_counts(raw_model, hellaswag, hellaswag_limit, block_size, max(1, batch_size // 4),
+                                  device, rank, world_size)  # batch_size rows (4 per example) per forward
+    if ddp:
+        dist.all_reduce(counts)
+    raw_model.train()
+    return counts.tolist()
 
 
 def get_lr(it):
@@ -301,10 +359,22 @@ while True:
         stop_if_not_finite('val loss', losses['val'])
         improved = losses['val'] < best_val_loss
         best_val_loss = min(best_val_loss, losses['val'])
+        val_bpb = losses['val'] / math.log(2) / val_bytes_per_token if val_bytes_per_token else None
+        record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'val_bpb': val_bpb}
+        if eval_hellaswag:
+            examples, right, right_norm = evaluate_hellaswag()
+            record.update(hellaswag_acc=right / examples, hellaswag_acc_norm=right_norm / examples, hellaswag_examples=examples)
         if master:
-            print(f"eval iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, best val {best_val_loss:.4f}")
+            bpb = f", val bpb {val_bpb:.4f}" if val_bpb is not None else ""
+            print(f"eval iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}{bpb}, best val {best_val_loss:.4f}")
+            if eval_hellaswag:
+                partial = f" (partial: the first {examples:,} of {len(hellaswag):,})" if examples < len(hellaswag) else ""
+                print(f"hellaswag iter {iter_num}: acc {right / examples:.4f}, acc_norm {right_norm / examples:.4f} "
+                      f"on {examples:,} examples{partial}")
+            log_metrics(record)
             if wandb_log:
-                wandb.log({'iter': iter_num, 'train/loss': losses['train'], 'val/loss': losses['val'], 'lr': lr})
+                wandb.log({'iter': iter_num, 'train/loss': losses['train'], 'val/loss': losses['val'], 'lr': lr,
+                           **{k: v for k, v in record.items() if k.startswith(('val_bpb', 'hellaswag')) and v is not None}})
         if iter_num > 0 and not eval_only and (improved or always_save_checkpoint):
             save()
         t0, iters_since_log = time.time(), 0  # eval time is not training time
@@ -339,7 +409,7 @@ while True:
         t0, iters_since_log = time.time(), 0
 
     if iter_num % log_interval == 0 and master:
-        stats = {'iter': iter_num, 'train/loss_step': lossf, 'lr': lr, 'grad_norm': grad_norm.item()}
+        stats = {'iter': iter_num, 'loss': lossf, 'lr': lr, 'grad_norm': grad_norm.item(), 'ms': None}
         if iters_since_log == 0:
             speed = "first step (compile and warm-up): not timed"
         else:
@@ -348,8 +418,9 @@ while True:
             flops = f"mfu {mfu * 100:.1f}%" if mfu is not None else \
                 f"{raw_model.flops_per_iter(batch_size * micro_steps) / dt / 1e12:.2f} TFLOP/s"  # per process, as MFU
             speed = f"{dt * 1000:.1f} ms, {tokens_per_iter / dt:,.0f} tok/s, {flops}"
-            stats.update(ms_per_iter=dt * 1000, tokens_per_s=tokens_per_iter / dt, mfu=mfu)
+            stats.update(ms=dt * 1000, tokens_per_s=tokens_per_iter / dt, mfu=mfu)
         print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, norm {grad_norm.item():.2f}, {speed}")
+        log_metrics(stats)
         if wandb_log:
             wandb.log(stats)
         t0, iters_since_log = time.time(), 0

@@ -98,6 +98,36 @@ def open_dataset(name, block_size):
     return splits
 
 
+def bytes_per_token(tokens, meta, sample_runs=256, run_length=4096):
+    """UTF-8 bytes per token of one split, for bits per byte (loss / ln 2 / bytes per token), or
+    None when the tokens' text cannot be known. Each token's bytes come from meta.pkl's itos for
+    character data, else from the GPT-2 BPE. Start-up never reads a whole token file: a split of
+    at most sample_runs x run_length tokens is read whole (exact), a longer one as sample_runs
+    evenly spaced runs of run_length tokens (an estimate; exact for character vocabularies whose
+    characters all have the same number of bytes, e.g. ASCII)."""
+    if meta is not None:
+        itos = meta.get('itos')
+        if not isinstance(itos, dict) or not all(isinstance(itos.get(i), str) for i in range(meta['vocab_size'])):
+            return None
+        token_bytes = np.array([len(itos[i].encode('utf-8')) for i in range(meta['vocab_size'])])
+    else:
+        try:
+            import tiktoken
+            enc = tiktoken.get_encoding("gpt2")
+        except Exception:  # offline without its cached files: train without val_bpb rather than not at all
+            return None
+        token_bytes = np.array([len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)])
+    n = len(tokens)
+    if n <= sample_runs * run_length:
+        sample = tokens.read(0, n)
+    else:
+        starts = np.linspace(0, n - run_length, sample_runs).astype(np.int64)
+        sample = np.concatenate([tokens.read(int(s), run_length) for s in starts])
+    if sample.max() >= len(token_bytes):
+        return None  # ids beyond the vocabulary: the batch check stops training on them
+    return float(token_bytes[sample].sum()) / len(sample)
+
+
 # -----------------------------------------------------------------------------
 # Helpers for the data/<name>/prepare.py scripts.
 
