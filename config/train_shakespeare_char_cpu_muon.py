@@ -1,0 +1,35 @@
+# Goal: the CPU quick start's model and batch (train_shakespeare_char_cpu.py, nanoGPT's README CPU
+# recipe) trained with Muon: its validation loss (~1.89 at 2000 AdamW iterations) in fewer steps.
+# Hardware: any CPU (2 cores are enough).
+# Expected: see BENCHMARKS.md ("Muon on CPU") for the measured loss and wall time; then
+#   python sample.py --out_dir=out-shakespeare-char-muon
+# Prepare the data first: python data/shakespeare_char/prepare.py
+# Batch: 12 batch x 64 block x 1 accum = 768 tokens/iter.
+
+out_dir = 'out-shakespeare-char-muon'
+eval_interval = 1000  # evaluate at the start and the end only: evaluations cost as much as steps
+eval_iters = 200  # 200 batches: a loss estimate precise to ~0.01, not the rough 20-batch one
+log_interval = 50
+always_save_checkpoint = False
+
+dataset = 'shakespeare_char'
+gradient_accumulation_steps = 1
+batch_size = 12
+block_size = 64
+
+# 4 layers, 4 heads, 128 wide (0.8M parameters)
+n_layer = 4
+n_head = 4
+n_embd = 128
+dropout = 0.0
+
+optimizer = 'muon'  # Muon for the blocks' matrices, AdamW for the embeddings, gains and biases
+muon_lr = 0.02
+learning_rate = 1e-3  # AdamW's, as the AdamW recipe
+max_iters = 800
+lr_decay_iters = 800
+min_lr = 1e-4
+beta2 = 0.99
+warmup_iters = 50
+
+compile = False  # no speed-up for a model this small on a CPU (BENCHMARKS.md)
