@@ -7,8 +7,8 @@
 # Batch: 12 batch x 64 block x 1 accum = 768 tokens/iter.
 
 out_dir = 'out-shakespeare-char-muon'
-eval_interval = 1000  # evaluate at the start and the end only: evaluations cost as much as steps
-eval_iters = 200  # 200 batches: a loss estimate precise to ~0.01, not the rough 20-batch one
+eval_interval = 250
+eval_iters = 20  # a rough estimate, as the AdamW recipe; judge the result with 200 (BENCHMARKS.md)
 log_interval = 50
 always_save_checkpoint = False
 
@@ -26,8 +26,8 @@ dropout = 0.0
 optimizer = 'muon'  # Muon for the blocks' matrices, AdamW for the embeddings, gains and biases
 muon_lr = 0.02
 learning_rate = 1e-3  # AdamW's, as the AdamW recipe
-max_iters = 800
-lr_decay_iters = 800
+max_iters = 600
+lr_decay_iters = 600
 min_lr = 1e-4
 beta2 = 0.99
 warmup_iters = 50
