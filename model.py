@@ -428,8 +428,8 @@ class Muon(torch.optim.Optimizer):
     """Muon: SGD with Nesterov momentum whose update for each weight matrix is orthogonalised
     (see orthogonalise), with decoupled weight decay. The same update as torch.optim.Muon
     (momentum, coefficients, lr scaled by sqrt(max(1, rows / cols))), but all matrices of one shape
-    are orthogonalised together in one batched call, not one by one: a model has few shapes and
-    many matrices of each, and small matrices cost mostly per-call overhead."""
+    are orthogonalised together in one batched call, not one by one (a model has few shapes and
+    many matrices of each), and in float32 on a CPU."""
 
     def __init__(self, params, lr=0.02, momentum=0.95, weight_decay=0.0, ns_steps=5):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
