@@ -434,16 +434,27 @@ class GPT(nn.Module):
                                  "the file is damaged): resume from another checkpoint or train again")
         return model
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, muon=None):
+        """AdamW for every parameter (nanoGPT's optimizer), or with muon=dict(lr=, momentum=,
+        weight_decay=): Muon for the 2-D weight matrices inside the blocks and AdamW for the rest
+        (the embeddings, tied with the output layer, LayerNorm gains and biases), as modded-nanogpt
+        and nanochat split them. Muon orthogonalises each matrix's update, which suits the blocks'
+        matrices; the embeddings are lookup tables, not linear maps, so they stay with AdamW."""
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        to_muon = [p for n, p in named if muon is not None and n.startswith('transformer.h.') and p.dim() == 2]
+        in_muon = set(map(id, to_muon))
+        rest = [p for n, p in named if id(p) not in in_muon]
         # Decay matrices (weights, embeddings); leave biases and LayerNorm gains alone.
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        groups = [{'params': decay, 'weight_decay': weight_decay},
-                  {'params': no_decay, 'weight_decay': 0.0}]
+        groups = [{'params': [p for p in rest if p.dim() >= 2], 'weight_decay': weight_decay},
+                  {'params': [p for p in rest if p.dim() < 2], 'weight_decay': 0.0}]
         # The fused kernel does the whole update in one launch: faster on CUDA.
         fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({'fused': True} if fused else {}))
+        adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({'fused': True} if fused else {}))
+        if muon is None:
+            return adamw
+        # 'muon': True marks these groups for train.py's schedule, which scales them to muon['lr'].
+        return MuonAdamW(Muon([{'params': to_muon, 'muon': True}], lr=muon['lr'],
+                              momentum=muon['momentum'], weight_decay=muon['weight_decay']), adamw)
 
     def flops_per_iter(self, fwdbwd_per_iter):
         """Floating-point operations of fwdbwd_per_iter forward+backward passes of block_size
@@ -497,6 +508,82 @@ class GPT(nn.Module):
             raise SystemExit("error: the model's logits held NaN or inf values: its weights are broken, or "
                              "the dtype overflowed (float16?): try --dtype=float32 or bfloat16")
         return idx
+
+
+def orthogonalise(G, steps=5):
+    """The nearest semi-orthogonal matrix to each matrix in G (..., rows, cols), approximately:
+    Muon's quintic Newton-Schulz iteration (Keller Jordan's coefficients, as torch.optim.Muon).
+    It pushes every singular value towards 1 (to ~0.7-1.2, which works as well as exactly 1)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    # bfloat16 is fast and accurate enough on GPUs; on a CPU float32 is faster for small matrices
+    X = G.bfloat16() if G.is_cuda else G.float()
+    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-7)  # singular values <= 1
+    for _ in range(steps):
+        A = X @ X.mT  # (..., rows, rows): rows <= cols keeps this the small side
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.to(G.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon: SGD with Nesterov momentum whose update for each weight matrix is orthogonalised
+    (see orthogonalise), with decoupled weight decay. The same update as torch.optim.Muon
+    (momentum, coefficients, lr scaled by sqrt(max(1, rows / cols))), but all matrices of one shape
+    are orthogonalised together in one batched call, not one by one (a model has few shapes and
+    many matrices of each), and in float32 on a CPU."""
+
+    def __init__(self, params, lr=0.02, momentum=0.95, weight_decay=0.0, ns_steps=5):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, momentum = group['lr'], group['momentum']
+            batches = {}  # (rows, cols) with rows <= cols -> [(parameter, its update, transposed)]
+            for p in group['params']:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if 'momentum_buffer' not in state:
+                    state['momentum_buffer'] = torch.zeros_like(p)
+                buf = state['momentum_buffer']
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum)  # Nesterov momentum
+                tall = p.size(0) > p.size(1)
+                update = update.mT if tall else update  # tall matrices are orthogonalised as their transpose
+                batches.setdefault(tuple(update.shape), []).append((p, update, tall))
+            for items in batches.values():
+                orthogonal = orthogonalise(torch.stack([u for _, u, _ in items]), group['ns_steps'])  # (N, rows, cols)
+                for (p, _, tall), o in zip(items, orthogonal):
+                    p.mul_(1 - lr * group['weight_decay'])
+                    p.add_(o.mT if tall else o, alpha=-lr * max(1, p.size(0) / p.size(1)) ** 0.5)
+
+
+class MuonAdamW:
+    """Two optimizers stepped as one: Muon for the blocks' matrices, AdamW for the rest. It has
+    what train.py and GradScaler use of an optimizer: param_groups (both optimizers' groups, so
+    one loop sets every lr), step, zero_grad, state_dict and load_state_dict. The state dict holds
+    both states, {'muon': ..., 'adamw': ...}."""
+
+    def __init__(self, muon, adamw):
+        self.muon, self.adamw = muon, adamw
+        self.param_groups = muon.param_groups + adamw.param_groups
+
+    def step(self):
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none=True):
+        self.muon.zero_grad(set_to_none=set_to_none)
+        self.adamw.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {'muon': self.muon.state_dict(), 'adamw': self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict):
+        self.muon.load_state_dict(state_dict['muon'])
+        self.adamw.load_state_dict(state_dict['adamw'])
+        # load_state_dict replaces the group dicts: point at the new ones
+        self.param_groups = self.muon.param_groups + self.adamw.param_groups
 
 
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):

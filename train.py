@@ -70,6 +70,12 @@ weight_decay = 1e-1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0  # clip gradients to this global norm; 0.0 turns clipping off
+# Muon, optional: optimizer='muon' trains the blocks' 2-D weight matrices with Muon and the rest
+# (embeddings, LayerNorm gains, biases) with the AdamW settings above
+optimizer = 'adamw'  # 'adamw' (nanoGPT's) or 'muon'
+muon_lr = 0.02  # Muon's peak learning rate; the schedule below scales it as it scales learning_rate
+muon_momentum = 0.95  # Nesterov momentum of Muon's updates
+muon_weight_decay = 0.0  # decoupled, as AdamW's: each step multiplies the matrices by 1 - lr * this
 # learning rate schedule: linear warmup, then cosine decay to min_lr
 decay_lr = True  # False: constant learning_rate
 warmup_iters = 2000
@@ -92,6 +98,10 @@ if decay_lr and lr_decay_iters <= warmup_iters:
     sys.exit(f"error: lr_decay_iters={lr_decay_iters} must be larger than warmup_iters={warmup_iters} (or --decay_lr=False)")
 if backend not in ('auto', 'nccl', 'gloo'):
     sys.exit(f"error: unknown backend {backend!r}: use auto, nccl or gloo")
+if optimizer not in ('adamw', 'muon'):
+    sys.exit(f"error: unknown optimizer {optimizer!r}: use adamw or muon")
+if optimizer == 'muon' and learning_rate <= 0:
+    sys.exit(f"error: learning_rate={learning_rate} must be above 0 with optimizer='muon' (Muon's lr follows it)")
 if compile not in (None, True, False):
     sys.exit(f"error: compile={compile!r}: use True, False or None (on for CUDA only)")
 
@@ -172,7 +182,12 @@ if master:
     print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, {model_args}")
 
 scaler = torch.amp.GradScaler(device_type, enabled=(ptdtype == torch.float16))  # fp16 needs loss scaling
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+if checkpoint is not None and ('muon' in checkpoint['optimizer']) != (optimizer == 'muon'):
+    saved = 'muon' if 'muon' in checkpoint['optimizer'] else 'adamw'
+    sys.exit(f"error: the checkpoint was trained with optimizer={saved!r}; resume with --optimizer={saved}, "
+             "or start a new run with another --out_dir")
+muon = dict(lr=muon_lr, momentum=muon_momentum, weight_decay=muon_weight_decay) if optimizer == 'muon' else None
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, muon)  # the setting's name now holds the optimizer
 if checkpoint is not None:
     optimizer.load_state_dict(checkpoint['optimizer'])
     if 'scaler' in checkpoint:
@@ -350,8 +365,8 @@ if init_from == 'resume':
 t0, iters_since_log, first_iter = time.time(), 0, iter_num
 while True:
     lr = get_lr(iter_num) if decay_lr else learning_rate
-    for group in optimizer.param_groups:
-        group['lr'] = lr
+    for group in optimizer.param_groups:  # Muon's groups: the same schedule, relative to its own peak
+        group['lr'] = lr * muon_lr / learning_rate if group.get('muon') else lr
 
     last = iter_num >= max_iters
     if iter_num % eval_interval == 0 or last or eval_only:

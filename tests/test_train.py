@@ -244,6 +244,7 @@ def test_a_new_run_keeps_the_old_checkpoint(char_data, tmp_path):
     (['--warmup_iters=100', '--lr_decay_iters=100'], 'lr_decay_iters=100 must be larger than warmup_iters=100'),
     (['--backend=mpi2'], "unknown backend 'mpi2'"),
     (['--compile=banana'], "compile='banana'"),
+    (['--optimizer=sgd'], "error: unknown optimizer 'sgd': use adamw or muon"),
 ])
 def test_bad_input_is_one_line(char_data, tmp_path, args, message):
     r = train(*tiny(char_data, tmp_path), *args)
@@ -318,3 +319,93 @@ def test_resume_with_another_block_size_is_refused(char_data, tmp_path):
     ok(train(*tiny(char_data, tmp_path, '--max_iters=2', '--eval_interval=2')))
     r = train(*tiny(char_data, tmp_path, '--max_iters=4', '--init_from=resume', '--block_size=16'))
     assert r.returncode != 0 and r.stderr.startswith('error: the checkpoint was trained with block_size=32')
+
+
+# Muon: optimizer='muon' trains the blocks' matrices with Muon and everything else with AdamW.
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+    from model import GPT, GPTConfig, MuonAdamW
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11))
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', dict(lr=0.02, momentum=0.95, weight_decay=0.0))
+    assert isinstance(opt, MuonAdamW)
+    name = {id(p): n for n, p in model.named_parameters()}
+    in_muon = {name[id(p)] for g in opt.muon.param_groups for p in g['params']}
+    in_adamw = {name[id(p)] for g in opt.adamw.param_groups for p in g['params']}
+    expected = {f'transformer.h.{i}.{m}.weight' for i in range(2)
+                for m in ('attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj')}
+    assert in_muon == expected
+    assert in_adamw == set(name.values()) - expected  # embeddings (tied lm_head), LayerNorms, biases
+    assert 'transformer.wte.weight' in in_adamw and not in_muon & in_adamw
+    assert all(g['muon'] for g in opt.muon.param_groups) and not any(g.get('muon') for g in opt.adamw.param_groups)
+    # default: AdamW alone, as nanoGPT
+    assert isinstance(model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu'), torch.optim.AdamW)
+
+
+def test_muon_step_matches_torch_muon():
+    # ours orthogonalises same-shaped matrices in one batched float32 call; torch.optim.Muon one
+    # by one in bfloat16: the same update up to bfloat16's precision
+    from model import Muon, orthogonalise
+    if not hasattr(torch.optim, 'Muon'):
+        pytest.skip('torch.optim.Muon needs torch 2.9 or later')
+    torch.manual_seed(0)
+    shapes = [(24, 8), (8, 24), (24, 8), (16, 16)]  # tall, wide (batched with the tall ones), square
+    ours = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opts = Muon(ours, lr=0.05, momentum=0.9, weight_decay=0.1), \
+        torch.optim.Muon(theirs, lr=0.05, momentum=0.9, weight_decay=0.1)
+    for _ in range(3):
+        grads = [torch.randn(s) for s in shapes]
+        for params, opt in zip((ours, theirs), opts):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=0)
+    # and the orthogonalisation does what it says: singular values near 1 (not a no-op)
+    s = torch.linalg.svdvals(orthogonalise(torch.randn(3, 8, 24)))
+    assert s.min() > 0.5 and s.max() < 1.3
+
+
+def test_muon_learns_resumes_exactly_and_refuses_an_adamw_checkpoint(char_data, tmp_path):
+    muon = ['--optimizer=muon', '--muon_lr=0.02']
+    r = ok(train(*tiny(char_data, tmp_path / 'learn', '--max_iters=100', '--eval_interval=100', '--eval_iters=10',
+                       '--lr_decay_iters=100', '--learning_rate=1e-2', *muon), timeout=300))
+    evals = [float(line.split('val loss ')[1].split(',')[0]) for line in r.stdout.splitlines() if line.startswith('eval')]
+    assert evals[0] > 4.0 and evals[-1] < 2.9, r.stdout
+    ckpt = load_checkpoint(os.path.join(tmp_path / 'learn', 'ckpt.pt'))
+    assert set(ckpt['optimizer']) == {'muon', 'adamw'}  # both states
+    assert all('momentum_buffer' in s for s in ckpt['optimizer']['muon']['state'].values())
+    # bit-exact resume, with dropout; 6 is not an eval iteration
+    common = ['--dropout=0.1', '--eval_interval=4', '--always_save_checkpoint=True', *muon]
+    ok(train(*tiny(char_data, tmp_path / 'straight', '--max_iters=10', *common)))
+    ok(train(*tiny(char_data, tmp_path / 'split', '--max_iters=6', *common)))
+    ok(train(*tiny(char_data, tmp_path / 'split', '--max_iters=10', '--init_from=resume', *common)))
+    assert_same_weights(weights(tmp_path / 'straight'), weights(tmp_path / 'split'))
+    # the same run with AdamW differs, so the check above can fail
+    ok(train(*tiny(char_data, tmp_path / 'adamw', '--max_iters=10', *common[:-2])))
+    assert not torch.equal(weights(tmp_path / 'adamw')['transformer.h.0.mlp.c_fc.weight'],
+                           weights(tmp_path / 'straight')['transformer.h.0.mlp.c_fc.weight'])
+    # one optimizer's checkpoint resumed with the other: one line, in both directions
+    for out, other in (('adamw', 'muon'), ('straight', 'adamw')):
+        r = train(*tiny(char_data, tmp_path / out, '--max_iters=12', '--init_from=resume', f'--optimizer={other}'))
+        assert r.returncode != 0 and r.stderr.startswith(f"error: the checkpoint was trained with optimizer='{out if out == 'adamw' else 'muon'}'")
+        assert r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr
+
+
+def test_muon_ddp_on_cpu_matches_one_process(char_data, tmp_path):
+    args = ['--max_iters=3', '--eval_interval=3', '--gradient_accumulation_steps=4', '--optimizer=muon']
+    ok(train(*tiny(char_data, tmp_path / 'single', *args)))
+    r = ok(subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                           'train.py', *tiny(char_data, tmp_path / 'ddp', *args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180))
+    assert '2 process(es)' in r.stdout
+    single, ddp = weights(tmp_path / 'single'), weights(tmp_path / 'ddp')
+    for k in single:
+        torch.testing.assert_close(single[k], ddp[k], atol=2e-5, rtol=1e-4)
+
+
+def test_muon_with_float16_loss_scaling(char_data, tmp_path):
+    # GradScaler unscales and steps both optimizers; on a CPU float16 runs as well (slowly)
+    r = ok(train(*tiny(char_data, tmp_path, '--max_iters=3', '--eval_interval=3', '--optimizer=muon', '--dtype=float16')))
+    assert 'float16' in r.stdout
+    assert all(torch.isfinite(w).all() for w in weights(tmp_path).values())
