@@ -452,9 +452,14 @@ class GPT(nn.Module):
         adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({'fused': True} if fused else {}))
         if muon is None:
             return adamw
+        if not hasattr(torch.optim, 'Muon'):
+            raise SystemExit(f"error: optimizer='muon' needs torch.optim.Muon, new in torch 2.9 (this is torch "
+                             f"{torch.__version__}): upgrade torch, or use --optimizer=adamw")
         # 'muon': True marks these groups for train.py's schedule, which scales them to muon['lr'].
-        return MuonAdamW(Muon([{'params': to_muon, 'muon': True}], lr=muon['lr'],
-                              momentum=muon['momentum'], weight_decay=muon['weight_decay']), adamw)
+        # torch.optim.Muon: SGD with Nesterov momentum whose update of each matrix is orthogonalised
+        # (Newton-Schulz), its lr scaled by sqrt(max(1, rows / cols)), decoupled weight decay.
+        return MuonAdamW(torch.optim.Muon([{'params': to_muon, 'muon': True}], lr=muon['lr'],
+                                          momentum=muon['momentum'], weight_decay=muon['weight_decay']), adamw)
 
     def flops_per_iter(self, fwdbwd_per_iter):
         """Floating-point operations of fwdbwd_per_iter forward+backward passes of block_size
@@ -508,54 +513,6 @@ class GPT(nn.Module):
             raise SystemExit("error: the model's logits held NaN or inf values: its weights are broken, or "
                              "the dtype overflowed (float16?): try --dtype=float32 or bfloat16")
         return idx
-
-
-def orthogonalise(G, steps=5):
-    """The nearest semi-orthogonal matrix to each matrix in G (..., rows, cols), approximately:
-    Muon's quintic Newton-Schulz iteration (Keller Jordan's coefficients, as torch.optim.Muon).
-    It pushes every singular value towards 1 (to ~0.7-1.2, which works as well as exactly 1)."""
-    a, b, c = 3.4445, -4.7750, 2.0315
-    # bfloat16 is fast and accurate enough on GPUs; on a CPU float32 is faster for small matrices
-    X = G.bfloat16() if G.is_cuda else G.float()
-    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-7)  # singular values <= 1
-    for _ in range(steps):
-        A = X @ X.mT  # (..., rows, rows): rows <= cols keeps this the small side
-        X = a * X + (b * A + c * A @ A) @ X
-    return X.to(G.dtype)
-
-
-class Muon(torch.optim.Optimizer):
-    """Muon: SGD with Nesterov momentum whose update for each weight matrix is orthogonalised
-    (see orthogonalise), with decoupled weight decay. The same update as torch.optim.Muon
-    (momentum, coefficients, lr scaled by sqrt(max(1, rows / cols))), but all matrices of one shape
-    are orthogonalised together in one batched call, not one by one (a model has few shapes and
-    many matrices of each), and in float32 on a CPU."""
-
-    def __init__(self, params, lr=0.02, momentum=0.95, weight_decay=0.0, ns_steps=5):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            lr, momentum = group['lr'], group['momentum']
-            batches = {}  # (rows, cols) with rows <= cols -> [(parameter, its update, transposed)]
-            for p in group['params']:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if 'momentum_buffer' not in state:
-                    state['momentum_buffer'] = torch.zeros_like(p)
-                buf = state['momentum_buffer']
-                buf.lerp_(p.grad, 1 - momentum)
-                update = p.grad.lerp(buf, momentum)  # Nesterov momentum
-                tall = p.size(0) > p.size(1)
-                update = update.mT if tall else update  # tall matrices are orthogonalised as their transpose
-                batches.setdefault(tuple(update.shape), []).append((p, update, tall))
-            for items in batches.values():
-                orthogonal = orthogonalise(torch.stack([u for _, u, _ in items]), group['ns_steps'])  # (N, rows, cols)
-                for (p, _, tall), o in zip(items, orthogonal):
-                    p.mul_(1 - lr * group['weight_decay'])
-                    p.add_(o.mT if tall else o, alpha=-lr * max(1, p.size(0) / p.size(1)) ** 0.5)
 
 
 class MuonAdamW:

@@ -325,6 +325,8 @@ def test_resume_with_another_block_size_is_refused(char_data, tmp_path):
 
 def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     from model import GPT, GPTConfig, MuonAdamW
+    if not hasattr(torch.optim, 'Muon'):
+        pytest.skip('torch.optim.Muon needs torch 2.9 or later')
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11))
     opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', dict(lr=0.02, momentum=0.95, weight_decay=0.0))
     assert isinstance(opt, MuonAdamW)
@@ -337,33 +339,17 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     assert in_adamw == set(name.values()) - expected  # embeddings (tied lm_head), LayerNorms, biases
     assert 'transformer.wte.weight' in in_adamw and not in_muon & in_adamw
     assert all(g['muon'] for g in opt.muon.param_groups) and not any(g.get('muon') for g in opt.adamw.param_groups)
+    assert isinstance(opt.muon, torch.optim.Muon) and isinstance(opt.adamw, torch.optim.AdamW)
     # default: AdamW alone, as nanoGPT
     assert isinstance(model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu'), torch.optim.AdamW)
 
 
-def test_muon_step_matches_torch_muon():
-    # ours orthogonalises same-shaped matrices in one batched float32 call; torch.optim.Muon one
-    # by one in bfloat16: the same update up to bfloat16's precision
-    from model import Muon, orthogonalise
-    if not hasattr(torch.optim, 'Muon'):
-        pytest.skip('torch.optim.Muon needs torch 2.9 or later')
-    torch.manual_seed(0)
-    shapes = [(24, 8), (8, 24), (24, 8), (16, 16)]  # tall, wide (batched with the tall ones), square
-    ours = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
-    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
-    opts = Muon(ours, lr=0.05, momentum=0.9, weight_decay=0.1), \
-        torch.optim.Muon(theirs, lr=0.05, momentum=0.9, weight_decay=0.1)
-    for _ in range(3):
-        grads = [torch.randn(s) for s in shapes]
-        for params, opt in zip((ours, theirs), opts):
-            for p, g in zip(params, grads):
-                p.grad = g.clone()
-            opt.step()
-    for a, b in zip(ours, theirs):
-        torch.testing.assert_close(a, b, atol=2e-2, rtol=0)
-    # and the orthogonalisation does what it says: singular values near 1 (not a no-op)
-    s = torch.linalg.svdvals(orthogonalise(torch.randn(3, 8, 24)))
-    assert s.min() > 0.5 and s.max() < 1.3
+def test_muon_needs_a_torch_that_has_it(monkeypatch):
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11))
+    monkeypatch.delattr(torch.optim, 'Muon', raising=False)  # torch before 2.9
+    with pytest.raises(SystemExit, match="optimizer='muon' needs torch.optim.Muon, new in torch 2.9"):
+        model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', dict(lr=0.02, momentum=0.95, weight_decay=0.0))
 
 
 def test_muon_learns_resumes_exactly_and_refuses_an_adamw_checkpoint(char_data, tmp_path):
@@ -400,8 +386,14 @@ def test_muon_ddp_on_cpu_matches_one_process(char_data, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=180))
     assert '2 process(es)' in r.stdout
     single, ddp = weights(tmp_path / 'single'), weights(tmp_path / 'ddp')
-    for k in single:
-        torch.testing.assert_close(single[k], ddp[k], atol=2e-5, rtol=1e-4)
+    # torch.optim.Muon orthogonalises in bfloat16, which turns the all-reduce's rounding into
+    # differences of ~2e-5 on average (a few reach 1e-3) after 3 steps; a run on other batches
+    # differs by ~2e-2 on average
+    ok(train(*tiny(char_data, tmp_path / 'other', *args, '--seed=7')))
+    other = weights(tmp_path / 'other')
+    difference = lambda a, b: torch.cat([(a[k] - b[k]).abs().flatten() for k in a])  # noqa: E731
+    assert difference(single, ddp).mean() < 2e-4 and difference(single, ddp).max() < 1e-2
+    assert difference(single, other).mean() > 5e-3
 
 
 def test_muon_with_float16_loss_scaling(char_data, tmp_path):
