@@ -16,6 +16,7 @@ import threading
 import numpy as np
 import pytest
 import tiktoken
+import torch
 
 import data
 
@@ -38,12 +39,20 @@ def text(shakespeare_txt):
         return f.read().decode('utf-8')
 
 
-def run(script, *args, tmp=None):
+# Runs a prepare script whose temporary files are named FILE.tmp (unique names otherwise), so
+# that a test can put a folder in the way of one of them.
+FIXED_TEMPORARY_NAMES = (f"import runpy, sys; sys.path.insert(0, {ROOT!r}); import data; "
+                         "data.temporary_name = lambda path: path + '.tmp'; "
+                         "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def run(script, *args, tmp=None, fixed_temporary_names=False):
     """Run a prepare script; the Hugging Face hub is off limits and datasets' cache is per test."""
     env = dict(os.environ, HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', TQDM_DISABLE='1')  # no progress bars
     if tmp is not None:
         env['HF_DATASETS_CACHE'] = str(tmp / 'hf_cache')
-    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    driver = ['-c', FIXED_TEMPORARY_NAMES] if fixed_temporary_names else []
+    return subprocess.run([sys.executable, *driver, script, *args], capture_output=True, text=True, env=env, cwd=ROOT)
 
 
 def ok(result):
@@ -205,7 +214,8 @@ def test_own_text_char_from_a_folder(tmp_path, text):
     assert meta['vocab_size'] == len(chars) and meta['itos'] == dict(enumerate(chars))
     assert f'--dataset={tmp_path / "mydata"}' in out
     splits = data.open_dataset(str(tmp_path / 'mydata'), block_size=64)  # what train.py opens
-    data.check_vocab(splits, meta['vocab_size'])
+    splits['train'].vocab_size = meta['vocab_size']
+    splits['train'].batch(4, 64, torch.Generator().manual_seed(0))  # every id is inside the vocabulary
 
 
 def test_own_text_gpt2_from_a_file_replaces_a_char_dataset(tmp_path, text, enc):
@@ -292,7 +302,7 @@ def test_shakespeare_bad_input(script, case, bad_files, out_dir, shakespeare_txt
     }[case]
     if case == 'write':
         (out_dir / 'val.bin.tmp').mkdir()  # writing val fails after train.bin.tmp is complete
-    result = run(script, *args, f'--out_dir={out_dir}')
+    result = run(script, *args, f'--out_dir={out_dir}', fixed_temporary_names=case == 'write')
     if case == 'write':
         (out_dir / 'val.bin.tmp').rmdir()
     fails_cleanly(result, out_dir, *words)
@@ -322,7 +332,7 @@ def test_own_text_bad_input(case, bad_files, out_dir, text):
     }[case]
     if case == 'write':
         (out_dir / 'meta.pkl.tmp').mkdir()  # fails after both .bin.tmp files are complete
-    result = run(TEXT, *args, f'--name={out_dir}')
+    result = run(TEXT, *args, f'--name={out_dir}', fixed_temporary_names=case == 'write')
     if case == 'write':
         (out_dir / 'meta.pkl.tmp').rmdir()
     fails_cleanly(result, out_dir, *words)
@@ -358,7 +368,7 @@ def test_openwebtext_bad_input(case, tmp_path, out_dir, text):
     }[case]
     if case == 'write':
         (out_dir / 'val.bin.tmp').mkdir()  # fails after train.bin.tmp is complete
-    result = run(OWT, *args, f'--out_dir={out_dir}', '--num_proc=1', tmp=tmp_path)
+    result = run(OWT, *args, f'--out_dir={out_dir}', '--num_proc=1', tmp=tmp_path, fixed_temporary_names=case == 'write')
     if case == 'write':
         (out_dir / 'val.bin.tmp').rmdir()
     fails_cleanly(result, out_dir, *words)

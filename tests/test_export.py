@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from model import GPT, load_checkpoint
+from test_sample import check_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # bias=False and block_size 64: room for an 8-token prompt and 50 greedy tokens, which
@@ -179,15 +180,6 @@ def test_overwrite_in_half_precision(char_run, tmp_path):
     back = GPT.from_pretrained(str(tmp_path / 'hf'))
     w = ours.transformer.h[0].mlp.c_fc.weight
     assert torch.equal(back.transformer.h[0].mlp.c_fc.weight, w.to(torch.bfloat16).float())
-
-
-def check_error(r, *words):
-    assert r.returncode != 0
-    assert 'Traceback' not in r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: '), r.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
 
 
 def test_bad_inputs_write_nothing(char_run, tmp_path):

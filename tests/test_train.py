@@ -2,6 +2,7 @@
 crash safety, preemption, the NaN guard, wandb offline and every bad input."""
 
 import glob
+import json
 import os
 import pickle
 import signal
@@ -141,6 +142,10 @@ def test_sigterm_saves_and_resume_is_exact(char_data, tmp_path):
     ok(train(*tiny(char_data, tmp_path / 'stopped', *common[:-1], f'--max_iters={end}', '--init_from=resume')))
     ok(train(*tiny(char_data, tmp_path / 'straight', *common[:-1], f'--max_iters={end}')))
     assert_same_weights(weights(tmp_path / 'stopped'), weights(tmp_path / 'straight'))
+    # metrics.jsonl: every step and evaluation of the two runs together once, in order
+    records = [json.loads(line) for line in open(tmp_path / 'stopped' / 'metrics.jsonl')]
+    assert [r['iter'] for r in records if 'loss' in r] == list(range(1, end + 1))
+    assert [r['iter'] for r in records if 'val_loss' in r] == [0, end]
 
 
 def test_kill_9_leaves_a_loadable_checkpoint(char_data, tmp_path):
