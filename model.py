@@ -665,6 +665,62 @@ def inference_dtype(device_type, dtype='auto'):
     return torch.float32
 
 
+# FSDP (train.py --fsdp=True under torchrun): each process keeps 1/N of every parameter, gradient
+# and optimizer state, and gathers one block's whole weights only while it computes that block.
+
+def shard_model(model, device_type, dtype, world_size):
+    """Shard the model over the processes with FSDP2, in place: each Block on its own, then the
+    rest (the embeddings, tied with the output layer, and the last LayerNorm). The weights move to
+    the device shard by shard, so the whole model never needs to fit there. On CUDA, the gathered
+    weights are cast to dtype for compute and gradients are reduced in float32."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    mesh = init_device_mesh(device_type, (world_size,))
+    mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if device_type == 'cuda' else MixedPrecisionPolicy()
+    for block in model.transformer.h:
+        fully_shard(block, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
+
+
+def gather_state(state, keep):
+    """A model or optimizer state dict with FSDP's shards (DTensors) gathered whole to the CPU, as
+    one process would have saved it. Every process must call it, in step (each gather is a
+    collective); those with keep=False get None. Tied weights stay one tensor."""
+    from torch.distributed.tensor import DTensor
+    gathered = {}  # id of a shard -> its whole tensor
+
+    def gather(value):
+        if isinstance(value, DTensor):
+            if id(value) not in gathered:
+                whole = value.detach().full_tensor()
+                gathered[id(value)] = whole.cpu() if keep else None
+            return gathered[id(value)]
+        if isinstance(value, dict):
+            return {k: gather(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(gather(v) for v in value)
+        return value
+    state = gather(state)
+    return state if keep else None
+
+
+def shard_optimizer_state(state_dict, optimizer):
+    """The reverse for an optimizer: a whole state dict (from any checkpoint: FSDP, DDP, one
+    process, nanoGPT) cut to this process's shards of the optimizer's FSDP parameters, for
+    optimizer.load_state_dict. Every process holds the whole checkpoint, so no communication."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+    if isinstance(optimizer, MuonAdamW):
+        return {name: shard_optimizer_state(state_dict[name], getattr(optimizer, name)) for name in ('muon', 'adamw')}
+    params = [p for group in optimizer.param_groups for p in group['params']]  # in state_dict's numbering
+    state = {}
+    for i, param_state in state_dict['state'].items():
+        p = params[i]
+        state[i] = {k: distribute_tensor(v.to(p.dtype), p.device_mesh, p.placements, src_data_rank=None)
+                    if isinstance(p, DTensor) and torch.is_tensor(v) and v.shape == p.shape else v
+                    for k, v in param_state.items()}
+    return {**state_dict, 'state': state}
+
+
 def save_checkpoint(checkpoint, path):
     """Write atomically: a temporary file, flushed to disk, then renamed over the old one, so a
     crash at any moment leaves either the old checkpoint or the new one, never half of one."""

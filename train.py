@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from configurator import configure
 from data import bytes_per_token, load_meta, open_dataset
 from data.hellaswag import GPT2_VOCAB_SIZE, hellaswag_counts, load_hellaswag
-from model import GPT, GPTConfig, load_checkpoint, save_checkpoint, setup_device
+from model import GPT, GPTConfig, gather_state, load_checkpoint, save_checkpoint, setup_device, shard_model, shard_optimizer_state
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -86,6 +86,7 @@ backend = 'auto'  # torch.distributed backend: 'auto' (nccl on GPUs, gloo on CPU
 device = 'auto'  # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'
 dtype = 'auto'  # 'auto' (bfloat16 on GPUs that have it, else float16; float32 elsewhere), 'float32', 'bfloat16', 'float16'
 compile = None  # torch.compile the model; None: on for CUDA, off elsewhere (it does not help on CPU)
+fsdp = False  # under torchrun: shard weights, gradients and optimizer state over the processes (FSDP) instead of copying them to each (DDP)
 seed = 1337  # for weights, dropout and data order
 # -----------------------------------------------------------------------------
 config = configure(globals())
@@ -104,6 +105,8 @@ if optimizer == 'muon' and learning_rate <= 0:
     sys.exit(f"error: learning_rate={learning_rate} must be above 0 with optimizer='muon' (Muon's lr follows it)")
 if compile not in (None, True, False):
     sys.exit(f"error: compile={compile!r}: use True, False or None (on for CUDA only)")
+if fsdp not in (True, False):
+    sys.exit(f"error: fsdp={fsdp!r}: use True or False")
 
 # Processes: one, or one per GPU (or CPU share) under torchrun. Everything that can fail on one
 # process alone (settings, data, checkpoint) is checked before they join the process group below,
@@ -115,6 +118,11 @@ if not ddp and int(os.environ.get('SLURM_STEP_NUM_TASKS', 1)) > 1:
 rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if ddp else (0, 0, 1)
 master = rank == 0
 device, device_type, ptdtype, ctx = setup_device(device, dtype, local_rank if ddp else None)
+if fsdp and not ddp:
+    sys.exit("error: fsdp=True shards the model over the processes that torchrun starts: launch with "
+             "torchrun --nproc_per_node=N train.py ..., or drop --fsdp")
+if fsdp and device_type not in ('cuda', 'cpu'):
+    sys.exit(f"error: fsdp=True runs on CUDA GPUs or CPUs, not {device_type}: drop --fsdp")
 if gradient_accumulation_steps % world_size != 0:
     sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} does not divide by the "
              f"{world_size} processes: make it a multiple of {world_size}")
@@ -123,7 +131,7 @@ tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 if master:
     print(f"{world_size} process(es) on {device}, {str(ptdtype).removeprefix('torch.')}; "
           f"tokens per iteration: {gradient_accumulation_steps} micro-steps x {batch_size} x {block_size} = {tokens_per_iter:,}")
-torch.manual_seed(seed + rank)  # different dropout per process
+torch.manual_seed(seed)  # the same initial weights in every process (FSDP, unlike DDP, does not copy rank 0's)
 
 # Data: uint16 token files, checked to exist and to be long enough; each batch's token ids are
 # checked against the model's vocabulary as it is read (reading whole files at start would cost
@@ -177,7 +185,9 @@ for tokens in splits.values():
 if eval_hellaswag and model.config.vocab_size < GPT2_VOCAB_SIZE:
     sys.exit(f"error: eval_hellaswag needs a model with GPT-2's vocabulary (HellaSwag is prepared in GPT-2 tokens), "
              f"but this one has vocab_size={model.config.vocab_size}; use --eval_hellaswag=False")
-model.to(device)
+if not fsdp:  # (FSDP moves the model to the device shard by shard, below)
+    model.to(device)
+torch.manual_seed(seed + rank)  # a different dropout in each process
 if master:
     print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, {model_args}")
 
@@ -187,12 +197,6 @@ if checkpoint is not None and ('muon' in checkpoint['optimizer']) != (optimizer 
     sys.exit(f"error: the checkpoint was trained with optimizer={saved!r}; resume with --optimizer={saved}, "
              "or start a new run with another --out_dir")
 muon = dict(lr=muon_lr, momentum=muon_momentum, weight_decay=muon_weight_decay) if optimizer == 'muon' else None
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, muon)  # the setting's name now holds the optimizer
-if checkpoint is not None:
-    optimizer.load_state_dict(checkpoint['optimizer'])
-    if 'scaler' in checkpoint:
-        scaler.load_state_dict(checkpoint['scaler'])
-    checkpoint = None  # free the memory
 
 # out_dir/metrics.jsonl: one JSON object per log line and per evaluation (master only).
 metrics_path = os.path.join(out_dir, 'metrics.jsonl')
@@ -236,14 +240,26 @@ if wandb_log and master:
 
 if ddp:
     dist.init_process_group(backend=('nccl' if device_type == 'cuda' else 'gloo') if backend == 'auto' else backend)
-raw_model = model  # what we save: no compile or DDP wrapper
+raw_model = model  # what we save: no compile or DDP wrapper (FSDP shards it in place; save() gathers it)
+if fsdp:
+    shard_model(model, device_type, ptdtype, world_size)
+    if master:
+        whole, local = model.get_num_params(False), sum(p.to_local().numel() for p in model.parameters())
+        print(f"fsdp: each process holds {local / whole:.1%} of the weights, gradients and optimizer state "
+              f"({local * 4 / 1e6:,.1f} of {whole * 4 / 1e6:,.1f} MB of float32 weights)")
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, muon)  # the setting's name now holds the optimizer
+if checkpoint is not None:  # a whole state dict, whatever wrote it; FSDP keeps its own shard of each tensor
+    optimizer.load_state_dict(shard_optimizer_state(checkpoint['optimizer'], optimizer) if fsdp else checkpoint['optimizer'])
+    if 'scaler' in checkpoint:
+        scaler.load_state_dict(checkpoint['scaler'])
+    checkpoint = None  # free the memory
 if compile is None:
     compile = device_type == 'cuda'
 if compile:
     if master:
         print("compiling the model...")
     model = torch.compile(model)
-if ddp:
+if ddp and not fsdp:
     model = DDP(model, device_ids=[torch.device(device).index] if device_type == 'cuda' else None)
 
 
@@ -322,19 +338,47 @@ def save():
         dist.all_gather_object(states, rng_state())
     else:
         states = [rng_state()]
+    model_state, optimizer_state = raw_model.state_dict(), optimizer.state_dict()
+    if fsdp:  # gathered whole, so that the checkpoint is the same as DDP's: any number of processes resume from it
+        # (from the parameters themselves, not state_dict()'s copies: the tied embedding and output layer stay one tensor)
+        model_state = gather_state({**model_state, **dict(raw_model.named_parameters(remove_duplicate=False))}, master)
+        optimizer_state = gather_state(optimizer_state, master)
     if master:
-        save_checkpoint({'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(),
+        save_checkpoint({'model': model_state, 'optimizer': optimizer_state,
                          'model_args': model_args, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
                          'config': config, 'scaler': scaler.state_dict(), 'rng': states}, ckpt_path)
         print(f"saved {ckpt_path} at iter {iter_num}")
     last_saved = f"{ckpt_path} (iter {iter_num})"
 
 
-def stop_if_not_finite(what, value):
-    # Stop before anything non-finite reaches the weights or a checkpoint.
-    if not math.isfinite(value):
-        sys.exit(f"error: {what} is {value} at iter {iter_num}; stopped without saving. Last good checkpoint: "
-                 f"{last_saved}. Try a lower learning_rate, bfloat16 instead of float16, or grad_clip")
+def stop_not_finite(what):
+    # Stop before anything non-finite reaches a checkpoint.
+    sys.exit(f"error: {what}; stopped without saving. Last good checkpoint: {last_saved}. "
+             "Try a lower learning_rate, bfloat16 instead of float16, or grad_clip")
+
+
+# What a step leaves on the device. Reading a value from the device makes Python wait until the
+# device has finished all it was given, and then the device idles until Python gives it the next
+# step. So the loop reads these only at log steps, after the first step, on a stop request and
+# before saves (read_step); in between, Python runs ahead, loading the next batches meanwhile.
+loss_sum = torch.zeros((), device=device)  # the last step's micro-step losses, summed
+grad_norm = torch.zeros((), device=device)  # the last step's gradient norm, before clipping
+nonfinite = torch.zeros(2, device=device)  # steps so far whose [loss, gradient norm] was nan or inf
+
+
+def read_step():
+    """(the last step's mean loss over all processes, its gradient norm, whether any process was
+    asked to stop). Stops the run, saving nothing, if a step so far was not finite."""
+    stats = torch.cat([loss_sum.view(1), nonfinite, torch.tensor([float(stop_requested is not None)], device=device)])
+    if ddp:  # every process sees the same values, so they stop together
+        dist.all_reduce(stats)
+    loss_total, bad_losses, bad_norms, stops = stats.tolist()
+    loss, norm = loss_total / gradient_accumulation_steps, grad_norm.item()
+    for what, value, bad in (('loss', loss, bad_losses), ('gradient norm', norm, bad_norms)):
+        if bad:
+            stop_not_finite(f"{what} is {value} at iter {iter_num}" if not math.isfinite(value) else
+                            f"{what} was not finite in a step before iter {iter_num}")
+    return loss, norm, stops > 0
 
 
 # Preemption and Ctrl-C: note the request; the loop finishes its step, saves and exits. SIGTERM
@@ -362,7 +406,7 @@ if init_from == 'resume':
 
 # -----------------------------------------------------------------------------
 # The loop: lr -> eval/checkpoint -> micro-steps -> clip -> step -> log -> stop.
-t0, iters_since_log, first_iter = time.time(), 0, iter_num
+t0, iters_since_log, first_iter, stop = time.time(), 0, iter_num, False
 while True:
     lr = get_lr(iter_num) if decay_lr else learning_rate
     for group in optimizer.param_groups:  # Muon's groups: the same schedule, relative to its own peak
@@ -371,7 +415,8 @@ while True:
     last = iter_num >= max_iters
     if iter_num % eval_interval == 0 or last or eval_only:
         losses = estimate_loss()
-        stop_if_not_finite('val loss', losses['val'])
+        if not math.isfinite(losses['val']):
+            stop_not_finite(f"val loss is {losses['val']} at iter {iter_num}")
         improved = losses['val'] < best_val_loss
         best_val_loss = min(best_val_loss, losses['val'])
         val_bpb = losses['val'] / math.log(2) / val_bytes_per_token if val_bytes_per_token else None
@@ -391,55 +436,58 @@ while True:
                 wandb.log({'iter': iter_num, 'train/loss': losses['train'], 'val/loss': losses['val'], 'lr': lr,
                            **{k: v for k, v in record.items() if k.startswith(('val_bpb', 'hellaswag')) and v is not None}})
         if iter_num > 0 and not eval_only and (improved or always_save_checkpoint):
+            read_step()  # (the check that every step since the last read was finite)
             save()
         t0, iters_since_log = time.time(), 0  # eval time is not training time
     if last or eval_only:
         break
 
-    loss_sum = torch.zeros(2, device=device)  # [sum of micro-step losses, stop requested]
+    loss_sum = torch.zeros((), device=device)
     for micro_step in range(micro_steps):
         X, Y = get_batch('train', iter_num, micro_step)
-        # DDP all-reduces the gradients on the last micro-step only
-        sync = nullcontext() if not ddp or micro_step == micro_steps - 1 else model.no_sync()
-        with sync:
+        # gradients are reduced over the processes on the last micro-step only
+        reduce_now = micro_step == micro_steps - 1
+        if fsdp:
+            raw_model.set_requires_gradient_sync(reduce_now)
+        with model.no_sync() if ddp and not fsdp and not reduce_now else nullcontext():
             with ctx:
                 _, loss = model(X, Y)
             scaler.scale(loss / micro_steps).backward()
-        loss_sum[0] += loss.detach().float()
+        loss_sum += loss.detach().float()
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
-    loss_sum[1] = float(stop_requested is not None)
-    if ddp:  # every process sees the same mean loss and stop request, so they stop together
-        dist.all_reduce(loss_sum)
-    lossf = loss_sum[0].item() / gradient_accumulation_steps
-    stop_if_not_finite('loss', lossf)
+    if fsdp:
+        grad_norm = grad_norm.full_tensor()  # (the norm over all shards, held by every process)
+    nonfinite[0] += ~torch.isfinite(loss_sum)
     if not scaler.is_enabled():  # (with fp16 the scaler skips steps with inf gradients itself)
-        stop_if_not_finite('gradient norm', grad_norm.item())
+        nonfinite[1] += ~torch.isfinite(grad_norm)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     iter_num += 1
     iters_since_log += 1
+
+    if iter_num % log_interval == 0 or iter_num == first_iter + 1 or (stop_requested and not ddp):
+        lossf, grad_normf, stop = read_step()
     if iter_num == first_iter + 1:  # the first step compiles and warms up: it is not timed
         t0, iters_since_log = time.time(), 0
-
     if iter_num % log_interval == 0 and master:
-        stats = {'iter': iter_num, 'loss': lossf, 'lr': lr, 'grad_norm': grad_norm.item(), 'ms': None}
+        stats = {'iter': iter_num, 'loss': lossf, 'lr': lr, 'grad_norm': grad_normf, 'ms': None}
         if iters_since_log == 0:
             speed = "first step (compile and warm-up): not timed"
         else:
-            dt = (time.time() - t0) / iters_since_log  # .item() above waited for the device
+            dt = (time.time() - t0) / iters_since_log  # read_step() waited for the device
             mfu = raw_model.estimate_mfu(batch_size * micro_steps, dt, ptdtype)
             flops = f"mfu {mfu * 100:.1f}%" if mfu is not None else \
                 f"{raw_model.flops_per_iter(batch_size * micro_steps) / dt / 1e12:.2f} TFLOP/s"  # per process, as MFU
             speed = f"{dt * 1000:.1f} ms, {tokens_per_iter / dt:,.0f} tok/s, {flops}"
             stats.update(ms=dt * 1000, tokens_per_s=tokens_per_iter / dt, mfu=mfu)
-        print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, norm {grad_norm.item():.2f}, {speed}")
+        print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, norm {grad_normf:.2f}, {speed}")
         log_metrics(stats)
         if wandb_log:
             wandb.log(stats)
         t0, iters_since_log = time.time(), 0
-    if loss_sum[1].item() > 0:
+    if stop:
         if master:
             print(f"{stop_requested + ' received' if stop_requested else 'another process was asked to stop'}: "
                   f"saving at iter {iter_num}, then exiting", flush=True)

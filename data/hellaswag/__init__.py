@@ -87,14 +87,17 @@ def hellaswag_counts(model, hellaswag, limit, block_size, batch_examples, device
     process's share of the first `limit` examples (all when limit is 0). The examples are cut
     into fixed batches of batch_examples and batch b goes to process b % world_size, so every
     batch is computed exactly as in a single process: the counts summed over processes equal a
-    single process's counts exactly."""
+    single process's counts exactly. Every process runs as many forward passes (one that has no
+    batch left repeats its last, uncounted): an FSDP model needs all of them in each one."""
     n = min(limit, len(hellaswag)) if limit > 0 else len(hellaswag)
+    starts = range(0, n, batch_examples)
     counts = torch.zeros(3, dtype=torch.long, device=device)
-    for b, start in enumerate(range(0, n, batch_examples)):
-        if b % world_size != rank:
-            continue
+    for b in range(rank, -(-len(starts) // world_size) * world_size, world_size):
+        start = starts[min(b, len(starts) - 1)]
         examples = [hellaswag.example(i) for i in range(start, min(start + batch_examples, n))]
         summed, mean = ending_losses(model, examples, block_size, device)
+        if b >= len(starts):
+            continue
         labels = torch.tensor([label for _, _, label in examples], device=device)
         counts[0] += len(examples)
         counts[1] += (summed.argmin(1) == labels).sum()  # argmin: the first of equal losses
