@@ -105,8 +105,6 @@ if optimizer == 'muon' and learning_rate <= 0:
     sys.exit(f"error: learning_rate={learning_rate} must be above 0 with optimizer='muon' (Muon's lr follows it)")
 if compile not in (None, True, False):
     sys.exit(f"error: compile={compile!r}: use True, False or None (on for CUDA only)")
-if fsdp not in (True, False):
-    sys.exit(f"error: fsdp={fsdp!r}: use True or False")
 
 # Processes: one, or one per GPU (or CPU share) under torchrun. Everything that can fail on one
 # process alone (settings, data, checkpoint) is checked before they join the process group below,

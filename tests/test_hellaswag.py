@@ -293,6 +293,16 @@ def test_train_hellaswag_one_and_two_processes_and_bpe_bpb(bpe_data, hellaswag_d
     assert record['hellaswag_examples'] == examples == 7
     assert (record['hellaswag_acc'], record['hellaswag_acc_norm']) == (right / 7, right_norm / 7)
     assert record['val_bpb'] == pytest.approx(record['val_loss'] / math.log(2) / val_bytes_per_token, rel=1e-12)
+    # FSDP, where every forward needs both processes: 3 batches, split 2 and 1 (the second process
+    # repeats its batch, uncounted), the same counts
+    with torch.no_grad():
+        expected = hellaswag_counts(GPT.from_pretrained(path).eval(), load_hellaswag(str(hellaswag_dir)), 5, 24, 2, 'cpu').tolist()
+    ok(subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+                       *args, '--hellaswag_limit=5', '--fsdp=True', f'--out_dir={tmp_path / "fsdp"}'],
+                      cwd=ROOT, capture_output=True, text=True, timeout=180))
+    [record] = records(tmp_path / 'fsdp')
+    assert record['hellaswag_examples'] == expected[0] == 5
+    assert (record['hellaswag_acc'], record['hellaswag_acc_norm']) == (expected[1] / 5, expected[2] / 5)
 
 
 def test_train_hellaswag_bad_input(char_data, bpe_data, hellaswag_dir, tmp_path):
