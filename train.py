@@ -9,6 +9,7 @@ A small model on a CPU, in a few minutes:
 One GPU:                python train.py config/train_shakespeare_char.py
 8 GPUs on one node:     torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py
 2 processes on a CPU:   torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char_cpu.py --device=cpu --gradient_accumulation_steps=2
+GPT-2 XL over 4 GPUs, sharded (FSDP): torchrun --standalone --nproc_per_node=4 train.py config/finetune_shakespeare.py --fsdp=True
 2 nodes of 8 GPUs (run on each, node_rank 0 and 1; add NCCL_IB_DISABLE=1 without InfiniBand):
     torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=1234 train.py config/train_gpt2.py
 
@@ -256,7 +257,11 @@ if compile is None:
 if compile:
     if master:
         print("compiling the model...")
-    model = torch.compile(model)
+    if fsdp:  # FSDP's gathers between the blocks would break a whole-model graph: compile each block
+        for block in raw_model.transformer.h:
+            block.compile()
+    else:
+        model = torch.compile(model)
 if ddp and not fsdp:
     model = DDP(model, device_ids=[torch.device(device).index] if device_type == 'cuda' else None)
 

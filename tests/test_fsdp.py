@@ -224,7 +224,7 @@ def test_the_loop_reads_the_device_only_at_log_steps(char_data, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
-@pytest.mark.parametrize('fsdp,compile', [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize('fsdp,compile', [(False, False), (True, False), (False, True), (True, True)])
 def test_no_cuda_synchronisation_between_log_steps(char_data, tmp_path, fsdp, compile):
     args = tiny(char_data, tmp_path / 'out', '--device=cuda', '--max_iters=12', '--eval_interval=1000', '--log_interval=6',
                 '--dtype=bfloat16' if torch.cuda.is_bf16_supported() else '--dtype=float32', f'--fsdp={fsdp}',
