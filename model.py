@@ -230,32 +230,43 @@ class GPT(nn.Module):
             raise ValueError(f"{start} cached + {T} new tokens is longer than block_size {self.config.block_size}: "
                              "start a new KVCache with the last block_size tokens")
         w = weights or self.inference_weights()
+        packed = w.get('packed', False)
         x = F.embedding(idx, w['transformer.wte.weight']) + w['transformer.wpe.weight'][start:end]  # (B, T, C)
         for i in range(self.config.n_layer):
             p = f'transformer.h.{i}.'  # the Block's parameter names, as in the state dict
             # x = x + attn(ln_1(x))
             h = F.layer_norm(x, (C,), w[p + 'ln_1.weight'], w.get(p + 'ln_1.bias'), LayerNorm.eps)  # (B, T, C)
-            qkv = F.linear(h, w[p + 'attn.c_attn.weight'], w.get(p + 'attn.c_attn.bias'))  # (B, T, 3C)
+            qkv = linear(h, w[p + 'attn.c_attn.weight'], w.get(p + 'attn.c_attn.bias'), packed)  # (B, T, 3C)
             # forward()'s split + 3 views + 3 transposes in 3 operations (~6% of a step here):
             # (B, T, 3C) -> (B, T, 3, nh, hs) -> (3, B, nh, T, hs) -> q, k, v each (B, nh, T, hs)
             q, k, v = qkv.view(B, T, 3, nh, C // nh).permute(2, 0, 3, 1, 4).unbind(0)
             k, v = cache.update(i, k, v)  # (B, nh, end, hs): the cached tokens' and these
             y = CausalSelfAttention.attend(q, k, v)  # (B, nh, T, hs)
             y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-            x = x + F.linear(y, w[p + 'attn.c_proj.weight'], w.get(p + 'attn.c_proj.bias'))
+            x = x + linear(y, w[p + 'attn.c_proj.weight'], w.get(p + 'attn.c_proj.bias'), packed)
             # x = x + mlp(ln_2(x))
             h = F.layer_norm(x, (C,), w[p + 'ln_2.weight'], w.get(p + 'ln_2.bias'), LayerNorm.eps)  # (B, T, C)
-            h = F.linear(h, w[p + 'mlp.c_fc.weight'], w.get(p + 'mlp.c_fc.bias'))  # (B, T, 4C)
+            h = linear(h, w[p + 'mlp.c_fc.weight'], w.get(p + 'mlp.c_fc.bias'), packed)  # (B, T, 4C)
             h = F.gelu(h, approximate='tanh')
-            x = x + F.linear(h, w[p + 'mlp.c_proj.weight'], w.get(p + 'mlp.c_proj.bias'))
+            x = x + linear(h, w[p + 'mlp.c_proj.weight'], w.get(p + 'mlp.c_proj.bias'), packed)
         cache.length = end
         x = x[:, -1, :]  # (B, C): only the last position's logits are needed
         x = F.layer_norm(x, (C,), w['transformer.ln_f.weight'], w.get('transformer.ln_f.bias'), LayerNorm.eps)
-        return F.linear(x, w['lm_head.weight'])  # (B, vocab)
+        return linear(x, w['lm_head.weight'], None, packed)  # (B, vocab)
 
     def inference_weights(self):
-        """Every parameter by its state dict name (the tied lm_head.weight included), for forward_cached."""
-        return dict(self.named_parameters(remove_duplicate=False))
+        """Every parameter by its state dict name (the tied lm_head.weight included), for
+        forward_cached. On a CPU in bfloat16, the linear layers' matrices come as copies repacked
+        once into oneDNN's blocked layout, with 'packed': True for linear() below: one token's
+        step then reads them at about memory speed, 1.4x the tokens/s of F.linear for GPT-2 124M
+        (BENCHMARKS.md, Inference dtype), for a second copy of those weights in memory."""
+        w = dict(self.named_parameters(remove_duplicate=False))
+        if can_pack(w['lm_head.weight']):
+            for name, p in w.items():
+                if p.dim() == 2 and not name.startswith(('transformer.wte.', 'transformer.wpe.')):  # (embeddings are looked up)
+                    w[name] = torch.ops.mkldnn._reorder_linear_weight(p.detach(), 1)  # laid out for one row at a time
+            w['packed'] = True
+        return w
 
     def crop_block_size(self, block_size):
         """Shrink the context length, e.g. to finetune GPT-2 (1024) with a shorter block_size."""
@@ -541,6 +552,22 @@ class MuonAdamW:
         self.adamw.load_state_dict(state_dict['adamw'])
         # load_state_dict replaces the group dicts: point at the new ones
         self.param_groups = self.muon.param_groups + self.adamw.param_groups
+
+
+def can_pack(weight):
+    """Whether inference_weights repacks weights like this one for oneDNN: bfloat16 on a CPU that
+    oneDNN computes bfloat16 on, with torch's (private) oneDNN linear ops present."""
+    ops = torch.ops.mkldnn
+    return (weight.device.type == 'cpu' and weight.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+            and hasattr(ops, '_reorder_linear_weight') and hasattr(ops, '_linear_pointwise') and ops._is_mkldnn_bf16_supported())
+
+
+def linear(x, weight, bias, packed=False):
+    """F.linear(x, weight, bias); with packed, weight is a copy repacked by inference_weights, and
+    oneDNN's linear multiplies by it."""
+    if packed:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
+    return F.linear(x, weight, bias)
 
 
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):

@@ -187,6 +187,23 @@ def test_cache_fed_in_chunks_matches_one_pass(attention, chunks, bias):
         m.forward_cached(torch.zeros(2, BLOCK - 6, dtype=torch.long), cache)  # 7 cached + 10 new > 16
 
 
+@pytest.mark.skipif(not M.can_pack(torch.zeros(1, dtype=torch.bfloat16)), reason="oneDNN computes no bfloat16 on this CPU")
+@pytest.mark.parametrize('bias', [True, False], ids=['bias', 'no-bias'])
+def test_packed_weights_give_f_linear_s_logits(bias):
+    # bfloat16 on a CPU: forward_cached with the weights repacked for oneDNN against the same
+    # weights as they are (F.linear), fed the same tokens: a prompt of 2 x 5, then one at a time
+    m = chaotic_model(dropout=0.0, bias=bias).eval().to(torch.bfloat16)
+    packed, plain = m.inference_weights(), dict(m.named_parameters(remove_duplicate=False))
+    assert packed['packed'] and packed['lm_head.weight'] is not plain['lm_head.weight']
+    idx = torch.randint(96, (2, 12))
+    with torch.inference_mode():
+        caches = M.KVCache(m.config), M.KVCache(m.config)
+        for start, end in [(0, 5)] + [(t, t + 1) for t in range(5, 12)]:
+            a, b = (m.forward_cached(idx[:, start:end], cache, w) for cache, w in zip(caches, (packed, plain)))
+            torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=2e-2)
+    assert a.float().std() > 0.1  # (logits that can differ)
+
+
 def test_training_mode_generates_with_dropout_like_the_plain_path():
     # The cached path has no dropout; in training mode generate recomputes, as the plain path does.
     m = chaotic_model(dropout=0.3).train()
