@@ -275,6 +275,19 @@ def test_inference_dtype_keeps_the_validation_loss(trained_char_model, dtype):
     assert abs(loss - loss32) < 0.01, (dtype, loss, loss32)
 
 
+def test_inference_dtype_keeps_greedy_tokens(trained_char_model):
+    """generate() with the weights in the CPU's inference dtype (bfloat16 here, through the
+    repacked weights where oneDNN has bfloat16) continues "\n" greedily as float32 does: 200
+    tokens, at most a few of them different (BENCHMARKS.md reports how many agree)."""
+    m = trained_char_model[0]
+    start = torch.zeros(1, 1, dtype=torch.long)  # "\n", the first character of the sorted vocabulary
+    expected = m.generate(start, 200, temperature=0)[0, 1:]
+    cast = copy.deepcopy(m).to(M.inference_dtype('cpu'))
+    tokens = cast.generate(start, 200, temperature=0)[0, 1:]
+    assert (tokens == expected).sum() >= 190, (tokens == expected).sum()
+    assert len(set(expected.tolist())) >= 4  # (not one repeated character)
+
+
 def test_inference_dtype_auto_per_device(monkeypatch):
     assert M.inference_dtype('cpu', 'float16') == torch.float16  # asked for: kept
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
