@@ -557,9 +557,9 @@ class MuonAdamW:
 def can_pack(weight):
     """Whether inference_weights repacks weights like this one for oneDNN: bfloat16 on a CPU that
     oneDNN computes bfloat16 on, with torch's (private) oneDNN linear ops present."""
-    ops = torch.ops.mkldnn
+    ops, names = torch.ops.mkldnn, ('_reorder_linear_weight', '_linear_pointwise', '_is_mkldnn_bf16_supported')
     return (weight.device.type == 'cpu' and weight.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
-            and hasattr(ops, '_reorder_linear_weight') and hasattr(ops, '_linear_pointwise') and ops._is_mkldnn_bf16_supported())
+            and all(hasattr(ops, name) for name in names) and ops._is_mkldnn_bf16_supported())
 
 
 def linear(x, weight, bias, packed=False):
