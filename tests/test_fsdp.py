@@ -34,7 +34,7 @@ def assert_close_weights(a, b, atol=1e-5):
         torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
 
 
-def test_fsdp_matches_one_process_and_its_checkpoint_is_one_process_s(char_data, tmp_path):
+def test_fsdp_matches_one_process_and_saves_the_same_checkpoint(char_data, tmp_path):
     # 2 processes x 2 micro-steps against 1 process x 4: the same batches, so the same weights
     single = ok(train(*tiny(char_data, tmp_path / 'single', *ARGS)))
     fsdp = ok(torchrun('train.py', *tiny(char_data, tmp_path / 'fsdp', *ARGS, '--fsdp=True')))
