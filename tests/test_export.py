@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from model import GPT, load_checkpoint
+from common import InputError, load_checkpoint, save_hf_directory
+from model import GPT
 from test_sample import check_error
+from conftest import python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # bias=False and block_size 64: room for an 8-token prompt and 50 greedy tokens, which
@@ -27,8 +29,7 @@ TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_siz
 
 
 def run(script, *args, cwd=ROOT):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=180)  # offline: conftest.py
+    return python([os.path.join(ROOT, script), *args], cwd=cwd, timeout=180)  # offline: conftest.py
 
 
 def ok(r):
@@ -196,7 +197,7 @@ def test_bad_inputs_write_nothing(char_run, tmp_path):
 def test_save_pretrained_into_an_empty_directory_not_a_file(char_run, tmp_path):
     ours = GPT.from_checkpoint(load_checkpoint(str(char_run[0] / 'out' / 'ckpt.pt')))
     (tmp_path / 'empty').mkdir()
-    ours.save_pretrained(str(tmp_path / 'empty'))  # no tokenizer: the weights and configs only
+    save_hf_directory(ours, str(tmp_path / 'empty'))  # no tokenizer: the weights and configs only
     assert sorted(os.listdir(tmp_path / 'empty')) == ['config.json', 'generation_config.json', 'model.safetensors']
     # the permissions of a directory and a file made as usual, not private like a temporary one
     os.mkdir(tmp_path / 'plain')
@@ -204,10 +205,10 @@ def test_save_pretrained_into_an_empty_directory_not_a_file(char_run, tmp_path):
     assert (tmp_path / 'empty').stat().st_mode == (tmp_path / 'plain').stat().st_mode
     assert (tmp_path / 'empty' / 'model.safetensors').stat().st_mode == (tmp_path / 'plain' / 'file').stat().st_mode
     shutil.rmtree(tmp_path / 'plain')
-    with pytest.raises(SystemExit, match='exists and is not empty'):
-        ours.save_pretrained(str(tmp_path / 'empty'))
+    with pytest.raises(InputError, match='exists and is not empty'):
+        save_hf_directory(ours, str(tmp_path / 'empty'))
     (tmp_path / 'a_file').write_text('keep me')
-    with pytest.raises(SystemExit, match='a_file is a file'):
-        ours.save_pretrained(str(tmp_path / 'a_file'), overwrite=True)
+    with pytest.raises(InputError, match='a_file is a file'):
+        save_hf_directory(ours, str(tmp_path / 'a_file'), overwrite=True)
     assert (tmp_path / 'a_file').read_text() == 'keep me'
     assert sorted(os.listdir(tmp_path)) == ['a_file', 'empty']

@@ -15,6 +15,7 @@ import torch
 
 from test_cluster import children
 from test_train import ROOT, assert_same_weights, char_data, load_checkpoint, ok, tiny, train, wait_for, weights  # noqa: F401 (a fixture)
+from conftest import python
 
 TORCHRUN = [sys.executable, '-u', '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
 ARGS = ['--max_iters=3', '--eval_interval=3', '--gradient_accumulation_steps=4']
@@ -63,8 +64,8 @@ def test_fsdp_checkpoint_resumes_anywhere_and_samples(char_data, tmp_path):
         assert_close_weights(weights(tmp_path / out), weights(tmp_path / 'straight'))
     # sample.py reads an FSDP checkpoint as any other
     ok(torchrun('train.py', *tiny(char_data, tmp_path / 'fsdp', *ARGS, '--fsdp=True')))
-    r = ok(subprocess.run([sys.executable, 'sample.py', f'--out_dir={tmp_path / "fsdp"}', '--device=cpu', '--num_samples=2',
-                           '--max_new_tokens=20', '--start=ROMEO:'], cwd=ROOT, capture_output=True, text=True, timeout=120))
+    r = ok(python(['sample.py', f'--out_dir={tmp_path / "fsdp"}', '--device=cpu', '--num_samples=2', '--max_new_tokens=20',
+                   '--start=ROMEO:'], timeout=120))
     assert [line[:6] for line in r.stdout.splitlines()].count('ROMEO:') == 2
 
 
@@ -77,7 +78,7 @@ sys.argv = sys.argv[1:]
 g = runpy.run_path(sys.argv[0], run_name='__main__')
 local = lambda t: t.to_local() if hasattr(t, 'to_local') else t
 params = list(g['raw_model'].parameters())
-state = [v for s in g['optimizer'].state.values() for v in s.values() if v.dim() > 0]
+state = [v for s in g['opt'].state.values() for v in s.values() if v.dim() > 0]
 counts = dict(params=sum(local(p).numel() for p in params), whole=sum(p.numel() for p in params),
               state=sum(local(v).numel() for v in state), whole_state=sum(v.numel() for v in state))
 json.dump(counts, open(os.path.join({out!r}, 'counts%s.json' % os.environ['RANK']), 'w'))

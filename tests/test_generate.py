@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import common
 import model as M
+from common import InputError
 from model import GPT, GPTConfig, sample_next_token
 
 BLOCK = 16
@@ -170,37 +172,39 @@ def test_top_p_set_matches_brute_force(temperature, top_k):
 @pytest.mark.parametrize('bias', [True, False], ids=['bias', 'no-bias'])
 @pytest.mark.parametrize('chunks', [[7], [1, 1, 1, 1, 1, 1, 1], [3, 1, 3], [2, 5]])
 def test_cache_fed_in_chunks_matches_one_pass(attention, chunks, bias):
-    # forward_cached, the generation path, against forward, the training path: a prompt into an
-    # empty cache (causal), single tokens, and several tokens after cached ones (an offset mask)
-    # must all give the logits one pass over the whole sequence gives.
+    # forward with a KVCache, as generation runs it, against one pass over the whole sequence, as
+    # training runs it: a prompt into an empty cache (causal), single tokens, and several tokens
+    # after cached ones (an offset mask) must all give the logits of the one pass.
     m = chaotic_model(bias=bias)
     idx = torch.randint(96, (2, 7))
     with torch.no_grad():
         expected, _ = m(idx, idx)  # logits at every position (B, T, vocab)
         cache, start = M.KVCache(m.config), 0
         for n in chunks:
-            logits = m.forward_cached(idx[:, start:start + n], cache)  # (B, vocab)
+            logits = m(idx[:, start:start + n], cache=cache)[0][:, -1]  # (B, vocab)
             start += n
             torch.testing.assert_close(logits, expected[:, start - 1], atol=1e-5, rtol=1e-5)
     assert cache.length == 7
-    with pytest.raises(ValueError, match='block_size'):
-        m.forward_cached(torch.zeros(2, BLOCK - 6, dtype=torch.long), cache)  # 7 cached + 10 new > 16
+    with pytest.raises(InputError, match='block_size'):
+        m(torch.zeros(2, BLOCK - 6, dtype=torch.long), cache=cache)  # 7 cached + 10 new > 16
 
 
 @pytest.mark.skipif(not M.can_pack(torch.zeros(1, dtype=torch.bfloat16)), reason="oneDNN computes no bfloat16 on this CPU")
 @pytest.mark.parametrize('bias', [True, False], ids=['bias', 'no-bias'])
 def test_packed_weights_give_f_linear_s_logits(bias):
-    # bfloat16 on a CPU: forward_cached with the weights repacked for oneDNN against the same
+    # bfloat16 on a CPU: the cached forward with the weights repacked for oneDNN against the same
     # weights as they are (F.linear), fed the same tokens: a prompt of 2 x 5, then one at a time
     m = chaotic_model(dropout=0.0, bias=bias).eval().to(torch.bfloat16)
-    packed, plain = m.inference_weights(), dict(m.named_parameters(remove_duplicate=False))
-    assert packed['packed'] and packed['lm_head.weight'] is not plain['lm_head.weight']
     idx = torch.randint(96, (2, 12))
-    with torch.inference_mode():
-        caches = M.KVCache(m.config), M.KVCache(m.config)
-        for start, end in [(0, 5)] + [(t, t + 1) for t in range(5, 12)]:
-            a, b = (m.forward_cached(idx[:, start:end], cache, w) for cache, w in zip(caches, (packed, plain)))
-            torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=2e-2)
+    logits = []
+    for packed in (True, False):
+        with torch.inference_mode(), m.pack(packed):
+            assert (m.lm_head.packed is not None) == packed and m.transformer.h[0].mlp.c_fc.packed is not None or not packed
+            cache = M.KVCache(m.config)
+            logits.append([m(idx[:, start:end], cache=cache)[0] for start, end in [(0, 5)] + [(t, t + 1) for t in range(5, 12)]])
+    assert m.lm_head.packed is None  # dropped after the block
+    for a, b in zip(*logits):
+        torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=2e-2)
     assert a.float().std() > 0.1  # (logits that can differ)
 
 
@@ -221,7 +225,7 @@ def test_non_finite_logits_stop_generation(use_cache):
     m = chaotic_model()
     with torch.no_grad():
         m.transformer.h[1].mlp.c_fc.weight[0, 0] = float('nan')
-    with pytest.raises(SystemExit, match='NaN or inf'):
+    with pytest.raises(InputError, match='NaN or inf'):
         m.generate(torch.randint(96, (2, 3)), 4, use_cache=use_cache)
 
 
@@ -268,10 +272,10 @@ def test_inference_dtype_keeps_the_validation_loss(trained_char_model, dtype):
     with torch.no_grad():
         loss32 = m(X, Y)[1].item()
         assert loss32 < 2.8  # trained: ln(65) = 4.2 at init
-        cast = copy.deepcopy(m).to(M.inference_dtype('cpu', dtype))
+        cast = copy.deepcopy(m).to(common.inference_dtype('cpu', dtype))
         logits, _ = cast(X, Y)
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), Y.reshape(-1)).item()
-    assert next(cast.parameters()).dtype == M.inference_dtype('cpu', dtype)
+    assert next(cast.parameters()).dtype == common.inference_dtype('cpu', dtype)
     assert abs(loss - loss32) < 0.01, (dtype, loss, loss32)
 
 
@@ -282,19 +286,19 @@ def test_inference_dtype_keeps_greedy_tokens(trained_char_model):
     m = trained_char_model[0]
     start = torch.zeros(1, 1, dtype=torch.long)  # "\n", the first character of the sorted vocabulary
     expected = m.generate(start, 200, temperature=0)[0, 1:]
-    cast = copy.deepcopy(m).to(M.inference_dtype('cpu'))
+    cast = copy.deepcopy(m).to(common.inference_dtype('cpu'))
     tokens = cast.generate(start, 200, temperature=0)[0, 1:]
     assert (tokens == expected).sum() >= 190, (tokens == expected).sum()
     assert len(set(expected.tolist())) >= 4  # (not one repeated character)
 
 
 def test_inference_dtype_auto_per_device(monkeypatch):
-    assert M.inference_dtype('cpu', 'float16') == torch.float16  # asked for: kept
+    assert common.inference_dtype('cpu', 'float16') == torch.float16  # asked for: kept
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
-    assert M.inference_dtype('cuda') == torch.bfloat16
+    assert common.inference_dtype('cuda') == torch.bfloat16
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: including_emulation)
-    assert M.inference_dtype('cuda') == torch.float16  # emulated bfloat16 is slow: float16
-    assert M.inference_dtype('mps') == torch.float32
+    assert common.inference_dtype('cuda') == torch.float16  # emulated bfloat16 is slow: float16
+    assert common.inference_dtype('mps') == torch.float32
     for native, expected in [(True, torch.bfloat16), (False, torch.float32)]:
         monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: native)
-        assert M.inference_dtype('cpu') == expected
+        assert common.inference_dtype('cpu') == expected

@@ -17,6 +17,7 @@ import torch
 import data
 from data.hellaswag import ending_losses, hellaswag_counts, load_hellaswag
 from model import GPT
+from conftest import python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREPARE = os.path.join(ROOT, 'data', 'hellaswag', 'prepare.py')
@@ -51,7 +52,7 @@ def row(i, ctx, endings, label):
 
 
 def run(script, *args):
-    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return python([script, *args], timeout=120)
 
 
 def ok(r):
@@ -199,6 +200,10 @@ def test_bytes_per_token(enc):
     starts = [round(k * (len(ids) - 16) / 3) for k in range(4)]
     sample_bytes = sum(len(enc.decode_bytes(ids[s:s + 16])) for s in starts)
     assert data.bytes_per_token(Split(ids), None, sample_runs=4, run_length=16) == pytest.approx(sample_bytes / 64, rel=1e-12)
+    # documents separated by <|endoftext|>: a special token, no bytes of text
+    docs = ["Short one.", "Another, with ünïcödé.", "中文 third"] * 20
+    ids = [t for d in docs for t in enc.encode_ordinary(d) + [enc.eot_token]]
+    assert data.bytes_per_token(Split(ids), None) == sum(len(d.encode('utf-8')) for d in docs) / len(ids)
     # characters: the bytes of each character in meta.pkl's itos
     chars = sorted(set(text))
     meta = {'vocab_size': len(chars), 'itos': dict(enumerate(chars))}
@@ -217,7 +222,7 @@ TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_siz
 
 
 def train(*args):
-    return subprocess.run([sys.executable, 'train.py', *args], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    return python(['train.py', *args], timeout=180)
 
 
 def records(out):
@@ -241,13 +246,16 @@ def char_data(tmp_path_factory, shakespeare_txt):
 
 @pytest.fixture(scope='module')
 def bpe_data(tmp_path_factory, shakespeare_txt, enc):
-    """GPT-2 BPE Shakespeare (no meta.pkl), with the val text kept for its byte count."""
+    """GPT-2 BPE Shakespeare (no meta.pkl) as short documents, each followed by <|endoftext|> as
+    prepare.py writes them, with the val documents' text bytes per token (<|endoftext|> has none)."""
     path = tmp_path_factory.mktemp('bpe')
-    text = open(shakespeare_txt).read()[:20_000]
-    train_ids, val_ids = enc.encode_ordinary(text[:16_000]), enc.encode_ordinary(text[16_000:])
+    documents = open(shakespeare_txt).read()[:20_000].split('\n\n')  # the speeches, ~25 tokens each
+    tokens = lambda docs: [t for d in docs for t in enc.encode_ordinary(d) + [enc.eot_token]]
+    split = len(documents) * 4 // 5
+    train_ids, val_ids = tokens(documents[:split]), tokens(documents[split:])
     np.array(train_ids, dtype=np.uint16).tofile(path / 'train.bin')
     np.array(val_ids, dtype=np.uint16).tofile(path / 'val.bin')
-    return str(path), len(text[16_000:].encode('utf-8')) / len(val_ids)
+    return str(path), sum(len(d.encode('utf-8')) for d in documents[split:]) / len(val_ids)
 
 
 def test_metrics_jsonl_once_per_iteration_after_resume_and_char_bpb(char_data, tmp_path):

@@ -12,7 +12,9 @@ import sys
 import pytest
 import torch
 
-from model import GPT, GPTConfig, inference_dtype, save_checkpoint
+from common import inference_dtype, save_checkpoint
+from model import GPT, GPTConfig
+from conftest import python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARS = sorted(set("\n !',.:;?-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))
@@ -21,8 +23,7 @@ MODEL_ARGS = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, bias=False, dro
 
 def sample(*args, cwd):
     # float32 unless args say otherwise: the text is compared with model.generate's in float32
-    return subprocess.run([sys.executable, os.path.join(ROOT, 'sample.py'), '--device=cpu', '--dtype=float32', *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=120)
+    return python([os.path.join(ROOT, 'sample.py'), '--device=cpu', '--dtype=float32', *args], cwd=cwd, timeout=120)
 
 
 def random_model(**model_args):
@@ -170,6 +171,19 @@ def test_gpt2_bpe_checkpoint(tmp_path):
     ids = model.generate(torch.tensor([enc.encode('Hi')]), 25, temperature=3.0)[0].tolist()
     assert max(ids) >= enc.n_vocab
     assert enc.decode([i for i in ids if i < enc.n_vocab]) + '\n---------------\n' in r.stdout
+    # --top_k=None is all tokens, as 0 is (as the message for a bad top_k offers)
+    r2 = sample('--out_dir=out', '--start=Hi', '--temperature=3.0', '--top_k=None', '--seed=5', '--num_samples=1',
+                '--max_new_tokens=25', cwd=tmp_path)
+    sampled = lambda out: out.split('---------------')[0].splitlines()[-1]  # (the settings are echoed above it)
+    assert r2.returncode == 0 and sampled(r2.stdout) == sampled(r.stdout), r2.stderr
+    # a prompt file is read as written: its '\r\n' are the tokens of '\r\n', not of '\n'
+    (tmp_path / 'prompt.txt').write_bytes(b'Hello,\r\nworld')
+    r = sample('--out_dir=out', '--start=FILE:prompt.txt', '--temperature=0', '--num_samples=1', '--max_new_tokens=20',
+               cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = lambda prompt: enc.decode([i for i in greedy(model, enc.encode(prompt), 20) if i < enc.n_vocab])
+    assert text('Hello,\r\nworld') != text('Hello,\nworld')
+    assert text('Hello,\r\nworld').replace('\r\n', '\n') + '\n---------------\n' in r.stdout  # (text mode reads it so)
 
 
 def test_init_from_transformers_directory(tmp_path):

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from common import InputError, load_checkpoint, save_checkpoint
 from configurator import parse, settings_of
-from model import load_checkpoint, save_checkpoint
+from conftest import python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=8',
@@ -40,9 +41,7 @@ def char_data(tmp_path_factory, shakespeare_txt):
 
 
 def train(*args, env=None, timeout=120):
-    env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, 'train.py', *args], cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return python(['train.py', *args], env=dict(os.environ, **(env or {})), timeout=timeout)
 
 
 def tiny(char_data, out, *args):
@@ -353,7 +352,7 @@ def test_muon_needs_a_torch_that_has_it(monkeypatch):
     from model import GPT, GPTConfig
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11))
     monkeypatch.delattr(torch.optim, 'Muon', raising=False)  # torch before 2.9
-    with pytest.raises(SystemExit, match="optimizer='muon' needs torch.optim.Muon, new in torch 2.9"):
+    with pytest.raises(InputError, match="optimizer='muon' needs torch.optim.Muon, new in torch 2.9"):
         model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', dict(lr=0.02, momentum=0.95, weight_decay=0.0))
 
 
@@ -406,3 +405,36 @@ def test_muon_with_float16_loss_scaling(char_data, tmp_path):
     r = ok(train(*tiny(char_data, tmp_path, '--max_iters=3', '--eval_interval=3', '--optimizer=muon', '--dtype=float16')))
     assert 'float16' in r.stdout
     assert all(torch.isfinite(w).all() for w in weights(tmp_path).values())
+
+
+def test_float16_resume_from_any_checkpoint(char_data, tmp_path):
+    # a float32 (or bfloat16) run saves an empty scaler state: a float16 resume starts a fresh scaler
+    ok(train(*tiny(char_data, tmp_path, '--max_iters=2', '--eval_interval=2')))
+    assert load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))['scaler'] == {}
+    r = ok(train(*tiny(char_data, tmp_path, '--max_iters=4', '--eval_interval=2', '--init_from=resume', '--dtype=float16')))
+    assert 'float16' in r.stdout and 'iter 4:' in r.stdout
+    ckpt = load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))
+    assert ckpt['iter_num'] == 4 and ckpt['scaler']['scale'] == 2.0 ** 16  # GradScaler's initial scale
+    # a float16 checkpoint's scaler is restored: a scale the run would never reach by itself carries on
+    ckpt['scaler']['scale'] = 1024.0
+    save_checkpoint(ckpt, os.path.join(tmp_path, 'ckpt.pt'))
+    ok(train(*tiny(char_data, tmp_path, '--max_iters=6', '--eval_interval=2', '--init_from=resume', '--dtype=float16')))
+    assert load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))['scaler']['scale'] == 1024.0
+    # and back to float32, which has no use for it
+    ok(train(*tiny(char_data, tmp_path, '--max_iters=7', '--eval_interval=2', '--init_from=resume')))
+
+
+def test_evaluation_runs_only_append_to_the_metrics(char_data, tmp_path):
+    ok(train(*tiny(char_data, tmp_path, '--max_iters=6', '--eval_interval=3')))
+    path = tmp_path / 'metrics.jsonl'
+    training = path.read_text().splitlines()
+    assert [json.loads(line)['iter'] for line in training if 'val_loss' in line] == [0, 3, 6]
+    ok(train(*tiny(char_data, tmp_path, '--max_iters=6', '--eval_interval=3', '--init_from=resume', '--eval_only=True')))
+    ok(train(*tiny(char_data, tmp_path, '--eval_only=True')))  # as config/eval_gpt2.py into a training out_dir
+    ok(train(*tiny(char_data, tmp_path, '--eval_only=True')))
+    lines = path.read_text().splitlines()
+    assert lines[:len(training)] == training and not os.path.exists(str(path) + '.prev')
+    added = [json.loads(line) for line in lines[len(training):]]
+    assert len(added) == 3 and all(r['eval_only'] and 'val_loss' in r for r in added)
+    assert [r['iter'] for r in added] == [6, 0, 0]
+    assert load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))['iter_num'] == 6  # and the checkpoint stays

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common import InputError
 from data import dataset_dir
 
 GPT2_VOCAB_SIZE = 50257  # the tokens are GPT-2 BPE ids
@@ -41,15 +42,15 @@ def load_hellaswag(name):
     """The examples in data/<name>/val.npz (or <name>/val.npz when name is a path)."""
     path = os.path.join(dataset_dir(name), 'val.npz')
     if not os.path.isfile(path):
-        raise SystemExit(f"error: {path} is missing: run python data/hellaswag/prepare.py first "
+        raise InputError(f"{path} is missing: run python data/hellaswag/prepare.py first "
                          f"(or point --hellaswag_data at the folder that holds val.npz)")
     try:
         with np.load(path, allow_pickle=False) as f:  # no pickles: the file cannot run code
             tokens, starts, labels = f['tokens'], f['starts'], f['labels']
     except Exception as e:
-        raise SystemExit(f"error: cannot read {path} ({e}); run python data/hellaswag/prepare.py again to rewrite it")
+        raise InputError(f"cannot read {path} ({e}); run python data/hellaswag/prepare.py again to rewrite it")
     if len(starts) != 5 * len(labels) + 1 or len(labels) == 0 or starts[-1] != len(tokens):
-        raise SystemExit(f"error: {path} is inconsistent (its token runs do not match its examples); "
+        raise InputError(f"{path} is inconsistent (its token runs do not match its examples); "
                          f"run python data/hellaswag/prepare.py again to rewrite it")
     return HellaSwag(path, tokens, starts, labels)
 

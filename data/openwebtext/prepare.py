@@ -24,6 +24,7 @@ A tiny CPU example, on a 1 MB corpus of Shakespeare passages that the benchmark 
 Every setting below can be overridden with --key=value.
 """
 
+import contextlib
 import math
 import os
 import shutil
@@ -48,7 +49,8 @@ num_proc = os.cpu_count() or 1  # worker processes for downloading and tokenizin
 min_split_tokens = 256  # stop if train or val would be shorter: too short to train or evaluate on
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
-from data import gpt2_encoding, temporary_name  # noqa: E402
+from common import atomic_write  # noqa: E402
+from data import gpt2_encoding  # noqa: E402
 configure(globals())
 
 LOCAL_FORMATS = {'.parquet': 'parquet', '.jsonl': 'json', '.txt': 'text'}  # file suffix -> datasets builder
@@ -167,26 +169,20 @@ for split, count in num_tokens.items():
 
 # Write both files under temporary names and rename them only once both are complete, so a run
 # that stops part-way (an error, Ctrl-C, a full disk) leaves the files of the previous run whole.
-tmp_paths = {split: temporary_name(os.path.join(out_dir, f'{split}.bin')) for split in tokenized}
 try:
     os.makedirs(out_dir, exist_ok=True)
     need, free = 2 * sum(num_tokens.values()), shutil.disk_usage(out_dir).free
-    if need > free:  # a memmap on a full disk dies with a bus error, not a message
-        raise SystemExit(f"error: the two .bin files need {need / 1e9:.1f} GB and {out_dir} has {free / 1e9:.1f} GB "
-                         f"free; free some space or write elsewhere with --out_dir=DIR")
+except OSError as e:
+    raise SystemExit(f"error: cannot write {e.filename or out_dir} ({e.strerror}); "
+                     f"check the free disk space, or write elsewhere with --out_dir=DIR")
+if need > free:  # a memmap on a full disk dies with a bus error, not a message
+    raise SystemExit(f"error: the two .bin files need {need / 1e9:.1f} GB and {out_dir} has {free / 1e9:.1f} GB "
+                     f"free; free some space or write elsewhere with --out_dir=DIR")
+with contextlib.ExitStack() as files:
     for split, dset in tokenized.items():
-        write_tokens(dset, tmp_paths[split], f'{split}.bin')
-except BaseException as e:
-    for path in tmp_paths.values():
-        if os.path.isfile(path):
-            os.remove(path)
-    if isinstance(e, OSError):
-        raise SystemExit(f"error: cannot write {e.filename or out_dir} ({e.strerror}); "
-                         f"check the free disk space, or write elsewhere with --out_dir=DIR")
-    raise
-for split, path in tmp_paths.items():
-    os.replace(path, os.path.join(out_dir, f'{split}.bin'))
-    print(f"{split}.bin has {num_tokens[split]:,} tokens")
+        write_tokens(dset, files.enter_context(atomic_write(os.path.join(out_dir, f'{split}.bin'))), f'{split}.bin')
+for split, count in num_tokens.items():
+    print(f"{split}.bin has {count:,} tokens")
 print(f"wrote train.bin and val.bin to {out_dir}")
 
 # On OpenWebText (8,013,769 documents): the figures nanoGPT reported for this val_fraction and seed

@@ -43,7 +43,7 @@ def text_files(path):
     if not path:
         raise SystemExit("error: say which text to prepare: --input=path/to/file.txt (or a folder of .txt files)")
     if os.path.isdir(path):
-        files = sorted(os.path.join(folder, f) for folder, _, names in os.walk(path) for f in names if f.endswith('.txt'))
+        files = sorted(os.path.join(folder, f) for folder, _, names in os.walk(path) for f in names if f.lower().endswith('.txt'))
         if not files:
             raise SystemExit(f"error: no .txt files in the folder {path}; --input takes a .txt file or a folder of them")
         return files
