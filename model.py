@@ -57,6 +57,10 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
+def dropout(x, p, training):  # F.dropout, skipped outright where it does nothing (generation: every layer, every token)
+    return F.dropout(x, p) if training and p > 0 else x
+
+
 class Linear(nn.Linear):
     """nn.Linear that can also multiply by a copy of its weight repacked into oneDNN's blocked layout
     (GPT.pack, for generation on a CPU in bfloat16): one token's step then reads the weights at about
@@ -96,7 +100,7 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.update(self.layer, k, v)  # (B, nh, Tk, hs), Tk = cached + T
         y = self.attend(q, k, v, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side
-        return F.dropout(self.c_proj(y), self.dropout, self.training)
+        return dropout(self.c_proj(y), self.dropout, self.training)
 
     @classmethod
     def attend(cls, q, k, v, dropout_p=0.0):
@@ -128,7 +132,7 @@ class MLP(nn.Module):
 
     def forward(self, x):
         x = F.gelu(self.c_fc(x), approximate='tanh')  # GPT-2's GELU, so OpenAI's weights give OpenAI's outputs
-        return F.dropout(self.c_proj(x), self.dropout, self.training)
+        return dropout(self.c_proj(x), self.dropout, self.training)
 
 
 class Block(nn.Module):
@@ -213,9 +217,8 @@ class GPT(nn.Module):
         if start + T > self.config.block_size:
             raise InputError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}: "
                              f"crop it to the last {self.config.block_size} tokens")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
-        x = F.dropout(x, self.config.dropout, self.training)
+        x = self.transformer.wte(idx) + self.transformer.wpe.weight[start:start + T]  # (B, T, C): tokens + positions
+        x = dropout(x, self.config.dropout, self.training)
         for block in self.transformer.h:
             x = block(x, cache)
         if cache is not None:
@@ -344,10 +347,8 @@ class GPT(nn.Module):
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, muon=None):
         """AdamW for every parameter (nanoGPT's optimizer), or with muon=dict(lr=, momentum=,
-        weight_decay=): Muon for the 2-D weight matrices inside the blocks and AdamW for the rest
-        (the embeddings, tied with the output layer, LayerNorm gains and biases), as modded-nanogpt
-        and nanochat split them. Muon orthogonalises each matrix's update, which suits the blocks'
-        matrices; the embeddings are lookup tables, not linear maps, so they stay with AdamW."""
+        weight_decay=): Muon for the blocks' 2-D weight matrices, whose updates it orthogonalises, and
+        AdamW for the rest (embeddings are lookup tables, not linear maps), as modded-nanogpt splits them."""
         named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
         to_muon = [p for n, p in named if muon is not None and n.startswith('transformer.h.') and p.dim() == 2]
         in_muon = set(map(id, to_muon))
@@ -386,11 +387,10 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, generator=None):
-        """Continue idx (B, T) by max_new_tokens tokens; each one conditions on the last block_size
-        tokens, as the model was trained. temperature 0 is greedy; top_k keeps the k most likely
-        tokens, top_p the smallest set whose probability reaches p (both off when None).
-        use_cache=False recomputes the whole context for every token (the simple reference), as
-        does a model in training mode (the cache is for inference: call model.eval() first)."""
+        """Continue idx (B, T) by max_new_tokens tokens, each conditioned on the last block_size tokens.
+        temperature 0 is greedy; top_k keeps the k most likely tokens, top_p the smallest set whose
+        probability reaches p (both off when None). use_cache=False recomputes the whole context for
+        every token (the simple reference), as a model in training mode does (call model.eval())."""
         block_size = self.config.block_size
         cache = KVCache(self.config) if use_cache and not self.training else None
         finite = True  # whether every step's logits were finite; read once at the end, not per token
