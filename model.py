@@ -156,19 +156,19 @@ class KVCache:
 
     def __init__(self, config):
         self.n_layer, self.block_size = config.n_layer, config.block_size
-        self.k = self.v = None  # (n_layer, B, nh, block_size, hs), allocated on first use
+        self.k = self.v = None  # per layer, (B, nh, block_size, hs) each, allocated on first use
         self.length = 0  # tokens stored so far in every layer (GPT.forward advances it)
 
     def update(self, layer, k, v):
         """Store the new tokens' k, v (B, nh, T, hs) of one layer; return that layer's k, v so far."""
         if self.k is None:
             B, nh, _, hs = k.shape
-            self.k = k.new_empty(self.n_layer, B, nh, self.block_size, hs)
-            self.v = v.new_empty(self.n_layer, B, nh, self.block_size, hs)
+            self.k = [k.new_empty(B, nh, self.block_size, hs) for _ in range(self.n_layer)]
+            self.v = [v.new_empty(B, nh, self.block_size, hs) for _ in range(self.n_layer)]
         end = self.length + k.size(2)
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
 
 class GPT(nn.Module):
