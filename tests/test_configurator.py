@@ -1,8 +1,6 @@
 """configurator.py: config files, --key=value overrides and every way they can go wrong."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 

@@ -6,8 +6,6 @@ import copy
 import os
 import pickle
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
