@@ -48,9 +48,9 @@ def atomic_write(path, unique=True):
     try:
         yield tmp
         if os.path.isfile(tmp):
-            with open(tmp, 'rb') as f:
+            with open(tmp, 'rb+') as f:  # (writable: Windows syncs only such handles)
                 os.fsync(f.fileno())
-        if os.path.isdir(path) and os.listdir(path):  # a full directory cannot be renamed over
+        if os.path.isdir(tmp) and os.path.isdir(path) and os.listdir(path):  # a full directory cannot be renamed over
             old = temporary_name(path)
             os.replace(path, old)
         os.replace(tmp, path)
@@ -349,7 +349,7 @@ def save_hf_directory(model, path, tokenizer=None, dtype=torch.float32, overwrit
         raise InputError(f"{path} exists and is not empty: choose another directory, or --overwrite=True to replace it")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_write(path) as tmp:
-        model.save_pretrained(tmp, dtype, vocab_size=len(tokenizer) if tokenizer is not None else None)
+        model.save_pretrained(tmp, dtype, tokenizer)  # (the weights and configs, for this tokenizer)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
             # transformers 5 names the class TokenizersBackend, which transformers 4 (still pinned by

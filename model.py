@@ -292,15 +292,14 @@ class GPT(nn.Module):
                 sd[k].copy_(v.t() if k.endswith(HF_TRANSPOSED) else v)
         return model
 
-    def save_pretrained(self, path, dtype=torch.float32, vocab_size=None):
-        """The inverse of from_pretrained: write a transformers GPT-2's config.json,
-        generation_config.json and model.safetensors into the directory path. vocab_size: the
-        tokenizer's, where the vocabulary is padded past it (GPT-2's 50257 to 50304; those ids are
-        never targets), cut back to it. common.save_hf_directory adds the tokenizer, atomically."""
+    def save_pretrained(self, path, dtype=torch.float32, tokenizer=None):
+        """The inverse of from_pretrained: write a transformers GPT-2's config.json, generation_config.json
+        and model.safetensors into the directory path, the vocabulary cut back to the tokenizer's where it is
+        padded (GPT-2's 50257 to 50304: never targets). common.save_hf_directory adds the tokenizer's files."""
         from safetensors.torch import save_file  # lazy: transformers' dependencies, only needed here
         from transformers import GenerationConfig, GPT2Config
         c = self.config
-        vocab_size = vocab_size or c.vocab_size
+        vocab_size = len(tokenizer) if tokenizer is not None else c.vocab_size
         if vocab_size > c.vocab_size:
             raise InputError(f"the tokenizer has {vocab_size} tokens but the model only {c.vocab_size}: "
                              "export the model with the tokenizer it was trained with")
@@ -316,7 +315,7 @@ class GPT(nn.Module):
         for name, module in self.transformer.named_modules():
             if isinstance(module, (nn.Linear, LayerNorm)) and module.bias is None:
                 sd[f'transformer.{name}.bias'] = torch.zeros(module.weight.size(0), dtype=dtype)
-        eos = 50256 if vocab_size > 50256 else None  # GPT-2's <|endoftext|>, if the vocabulary has it
+        eos = tokenizer.eos_token_id if tokenizer is not None else 50256 if vocab_size > 50256 else None  # (GPT-2's)
         # Exactly the architecture from_pretrained accepts: GPT-2's tanh GELU, MLP width and epsilon.
         config = GPT2Config(vocab_size=vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
                             n_head=c.n_head, n_inner=None, activation_function='gelu_new', layer_norm_epsilon=LayerNorm.eps,
@@ -394,13 +393,14 @@ class GPT(nn.Module):
         block_size = self.config.block_size
         cache = KVCache(self.config) if use_cache and not self.training else None
         finite = True  # whether every step's logits were finite; read once at the end, not per token
-        with self.pack(cache is not None and can_pack(self.lm_head.weight)):
+        with self.pack(cache is not None and idx.size(1) <= block_size and can_pack(self.lm_head.weight)):
             for _ in range(max_new_tokens):
                 # inference_mode: no_grad, and no version counters either; only the new token leaves it
                 with torch.inference_mode():
                     if cache is not None and idx.size(1) <= block_size:
-                        # the whole prompt at first, then one token at a time after the cached ones
-                        logits, _ = self(idx[:, cache.length:], cache=cache)
+                        # the whole prompt at first, then one token at a time after the cached ones (eager
+                        # even under model.compile(): each step's new positions would recompile it)
+                        logits, _ = self.forward(idx[:, cache.length:], cache=cache)
                     else:
                         # Past block_size the window slides: with learned absolute positions every cached
                         # key and value would change, so recompute the window, as the plain path does.
@@ -419,9 +419,9 @@ class GPT(nn.Module):
         """with model.pack(): every Linear multiplies by a copy of its weight repacked for oneDNN
         (see Linear), dropped when the block ends: no stale copy outlives a change of the weights."""
         linears = [m for m in self.modules() if isinstance(m, Linear)] if on else []
-        for m in linears:
-            m.packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), 1)  # laid out for one row at a time
         try:
+            for m in linears:
+                m.packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), 1)  # laid out for one row at a time
             yield self
         finally:
             for m in linears:

@@ -374,3 +374,13 @@ def test_from_pretrained_refuses_gpt2_variants(tmp_path, change):
     GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=8, n_embd=16, n_layer=1, n_head=2, **change)).save_pretrained(tmp_path)
     with pytest.raises(InputError, match='GPT-2 variant this model does not implement'):
         GPT.from_pretrained(str(tmp_path))
+
+
+def test_a_checkpoint_never_replaces_a_directory(tmp_path):
+    # a folder where the checkpoint goes (a mistyped --out_dir, say) is refused and left as it was
+    (tmp_path / 'ckpt.pt' / 'sub').mkdir(parents=True)
+    (tmp_path / 'ckpt.pt' / 'sub' / 'precious').write_text('keep me')
+    with pytest.raises(InputError, match=r'cannot write .*ckpt.pt'):
+        common.save_checkpoint({'model': tiny().state_dict(), 'model_args': TINY, 'iter_num': 1}, str(tmp_path / 'ckpt.pt'))
+    assert (tmp_path / 'ckpt.pt' / 'sub' / 'precious').read_text() == 'keep me'
+    assert sorted(os.listdir(tmp_path)) == ['ckpt.pt']
