@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -60,35 +61,92 @@ def shakespeare_txt():
 class ForkServer:
     """python(args) for the tests: what subprocess.run([sys.executable, *args], capture_output=True,
     text=True) returns, from a child of tests/forkserver.py (which has torch imported already).
-    `python -m ...` runs as a real process."""
+    `python -m ...` runs as a real process. With nproc=N, N processes run args as torchrun
+    --standalone --nproc_per_node=N runs them."""
 
     def __init__(self):
-        self.server = None
+        self.server = self.child = None  # the server process; the run it is running
 
-    def __call__(self, args, cwd=ROOT, env=None, timeout=300):
+    def __call__(self, args, cwd=ROOT, env=None, timeout=300, nproc=None):
         args = [str(a) for a in args]
         if args[0] == '-m':
             return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        return self.start(args, cwd, env, nproc).wait(timeout)
+
+    def start(self, args, cwd=ROOT, env=None, nproc=None):
+        """Start args (nproc processes: torchrun's) and return at once: a Child to watch and signal."""
         if self.server is None or self.server.poll() is not None:
             self.server = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', 'forkserver.py')], cwd=ROOT,
                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             atexit.register(self.server.kill)
-        with tempfile.TemporaryDirectory(prefix='forkserver-') as folder:
-            out, err = os.path.join(folder, 'out'), os.path.join(folder, 'err')
-            request = dict(argv=args, cwd=str(cwd), env=dict(env if env is not None else os.environ), out=out, err=err)
-            self.server.stdin.write(json.dumps(request) + '\n')
-            self.server.stdin.flush()
-            pid = json.loads(self.server.stdout.readline())['pid']
-            killed = []
-            timer = threading.Timer(timeout, lambda: killed.append(os.killpg(pid, signal.SIGKILL)))
-            timer.start()
-            status = json.loads(self.server.stdout.readline())['status']
-            timer.cancel()
-            if killed:
-                raise subprocess.TimeoutExpired([sys.executable, *args], timeout)
-            encoding = locale.getpreferredencoding(False)  # what text=True decodes with (and '\r\n' read as '\n')
-            with open(out, encoding=encoding) as o, open(err, encoding=encoding) as e:
-                return subprocess.CompletedProcess([sys.executable, *args], status, o.read(), e.read())
+        if self.child is not None:  # a test that failed before its run ended: end it, collect its status
+            try:
+                os.killpg(self.child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.child.wait()
+        folder = tempfile.mkdtemp(prefix='forkserver-')
+        request = dict(argv=[str(a) for a in args], cwd=str(cwd), env=dict(env if env is not None else os.environ),
+                       out=os.path.join(folder, 'out'), err=os.path.join(folder, 'err'), nproc=nproc)
+        self.server.stdin.write(json.dumps(request) + '\n')
+        self.server.stdin.flush()
+        self.child = Child(self, json.loads(self.server.stdout.readline())['pid'], request)
+        return self.child
+
+
+class Child:
+    """One run of the fork server: its pid (with nproc, torchrun's part: the processes are its
+    children), the lines it has printed so far, and wait() for what subprocess.run returns."""
+
+    def __init__(self, forkserver, pid, request):
+        self.forkserver, self.pid, self.request = forkserver, pid, request
+
+    def read(self, name):
+        """All of stdout or stderr ('out', 'err') so far: with nproc, rank 0's first, then the others'."""
+        path = self.request[name]
+        paths = [path] if not self.request['nproc'] else [f'{path}.{rank}' for rank in range(self.request['nproc'])]
+        text = ''
+        for path in paths:
+            try:  # what text=True decodes with (and '\r\n' read as '\n')
+                with open(path, encoding=locale.getpreferredencoding(False)) as f:
+                    text += f.read()
+            except FileNotFoundError:  # not opened yet
+                pass
+        return text
+
+    def wait_for(self, prefix, timeout=120):
+        """The first line of stdout that starts with prefix, once printed (line-buffered runs:
+        PYTHONUNBUFFERED=1 in env); AssertionError if the run ends or the time is up first."""
+        deadline = time.time() + timeout
+        while True:
+            running = self.running()  # (before reading: a line printed just before the end still counts)
+            lines = [line for line in self.read('out').splitlines() if line.startswith(prefix)]
+            if lines:
+                return lines[0]
+            if not running or time.time() > deadline:
+                raise AssertionError(f"never printed {prefix!r}: {self.read('err')[-2000:]}")
+            time.sleep(0.02)
+
+    def running(self):
+        try:
+            with open(f'/proc/{self.pid}/stat') as f:
+                return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+        except OSError:  # ended, and the server has collected its status
+            return False
+
+    def wait(self, timeout=300):
+        killed = []
+        timer = threading.Timer(timeout, lambda: killed.append(os.killpg(self.pid, signal.SIGKILL)))
+        timer.start()
+        status = json.loads(self.forkserver.server.stdout.readline())['status']
+        timer.cancel()
+        self.forkserver.child = None
+        argv = [sys.executable, *self.request['argv']]
+        if killed:
+            raise subprocess.TimeoutExpired(argv, timeout)
+        result = subprocess.CompletedProcess(argv, status, self.read('out'), self.read('err'))
+        shutil.rmtree(os.path.dirname(self.request['out']), ignore_errors=True)
+        return result
 
 
 python = ForkServer()

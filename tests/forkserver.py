@@ -3,31 +3,46 @@ this process, which imported torch and numpy once at start, so that no run pays 
 (~2.5 s of each run on 2 CPU cores, most of the time of a run that stops at a bad setting). The
 child is the script's own process: its own arguments, working directory, environment, stdout,
 stderr, exit status and exit handlers. conftest.py's `python()` is the client; runs that must be
-real processes (torchrun, signals sent by a test, python -u) do not come here.
+real processes (torchrun's own behaviour, signals sent by a test, python -u) do not come here.
+With "nproc", a child here does what `torchrun --standalone --nproc_per_node=nproc` does for the
+script (the environment it gives each process, one failure stopping all), and the processes are
+forked from here too.
 
-Protocol, one JSON line each way: {"argv", "cwd", "env", "out", "err"} -> {"pid"}, then {"status"}.
+Protocol, one JSON line each way: {"argv", "cwd", "env", "out", "err", "nproc"} -> {"pid"}, then {"status"}.
 """
 
 import atexit
 import json
 import os
 import runpy
+import signal
+import socket
 import sys
 
-import numpy  # noqa: F401  (imported here once: the point of this server)
-import torch  # noqa: F401
-import torch.distributed  # noqa: F401
-import torch.nn.parallel  # noqa: F401
+# tqdm reads TQDM_DISABLE once, when it is imported, and torch imports it: no progress bars in any run
+os.environ['TQDM_DISABLE'] = '1'
+
+import numpy  # noqa: F401, E402  (imported here once: the point of this server)
+import torch  # noqa: F401, E402
+import torch._dynamo  # noqa: F401, E402  (every optimizer imports it when it is made: ~1.8 s)
+import torch.distributed  # noqa: F401, E402
+import torch.nn.parallel  # noqa: F401, E402
 
 
-def run_child(argv, cwd, env, out, err):
-    os.setpgid(0, 0)  # its own process group: a timeout kills it with whatever it started
+def run_child(argv, cwd, env, out, err, own_group=True):
+    if own_group:
+        os.setpgid(0, 0)  # its own process group: a timeout kills it with whatever it started
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     for fd, path in ((1, out), (2, err)):
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    # what the interpreter and torch read from the environment at start-up, read again here
+    if env.get('PYTHONUNBUFFERED'):  # python -u: each line reaches the file as it is printed
+        sys.stdout.reconfigure(line_buffering=True)
+    if env.get('OMP_NUM_THREADS'):
+        torch.set_num_threads(int(env['OMP_NUM_THREADS']))
     status = 0
     try:
         if argv[0] == '-c':
@@ -52,12 +67,41 @@ def run_child(argv, cwd, env, out, err):
     os._exit(status)
 
 
+def launch(nproc, argv, cwd, env, out, err):
+    """torchrun --standalone's part for the script: nproc copies of it, each told its RANK,
+    LOCAL_RANK, WORLD_SIZE and where rank 0 listens (and one thread each, unless OMP_NUM_THREADS
+    says otherwise); when one fails the others are stopped and
+    the status is 1. Each writes its stdout and stderr to out.RANK and err.RANK."""
+    os.setpgid(0, 0)
+    with socket.socket() as s:  # a free port for rank 0's store
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    workers = {}
+    for rank in range(nproc):
+        pid = os.fork()
+        if pid == 0:
+            env = dict({'OMP_NUM_THREADS': '1'}, **env, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
+                       GROUP_RANK='0', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+            run_child(argv, cwd, env, f'{out}.{rank}', f'{err}.{rank}', own_group=False)
+        workers[pid] = rank
+    status = 0
+    while workers:
+        pid, wait_status = os.wait()
+        del workers[pid]
+        if os.waitstatus_to_exitcode(wait_status) != 0 and status == 0:
+            status = 1
+            for other in workers:
+                os.kill(other, signal.SIGKILL)
+    os._exit(status)
+
+
 def serve():
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            run_child(**request)
+            nproc = request.pop('nproc', None)
+            launch(nproc, **request) if nproc else run_child(**request)
         print(json.dumps({'pid': pid}), flush=True)
         _, status = os.waitpid(pid, 0)
         print(json.dumps({'status': os.waitstatus_to_exitcode(status)}), flush=True)

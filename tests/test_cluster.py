@@ -11,9 +11,9 @@ import time
 from test_train import ROOT, char_data, load_checkpoint, ok, start, tiny, train, wait_for  # noqa: F401 (a fixture)
 from conftest import python
 
-# Steps of ~2 s on 2 idle CPU cores (longer on a busy machine), so that two signals 0.5 s apart
-# arrive during the same step.
-SLOW = ['--gradient_accumulation_steps=1600', '--eval_interval=1000', '--eval_iters=1', '--max_iters=1000']
+# Steps of ~1.3 s on 2 idle AMD EPYC cores (~0.4 s on a Xeon; longer on a busy machine), so that two
+# signals 0.1 s apart arrive during the same step.
+SLOW = ['--gradient_accumulation_steps=200', '--eval_interval=1000', '--eval_iters=1', '--max_iters=1000']
 
 
 def logged_iters(out):
@@ -27,7 +27,7 @@ def test_sigterms_during_the_step_and_after_the_save_line_exit_0(char_data, tmp_
     proc = start(tiny(char_data, tmp_path, *SLOW))
     first = wait_for(proc, 'iter 1:')
     proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
+    time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     saving = wait_for(proc, 'SIGTERM received: saving at iter')
     for _ in range(3):
@@ -44,7 +44,7 @@ def test_two_ctrl_c_quit_at_once(char_data, tmp_path):
     proc = start(tiny(char_data, tmp_path, *SLOW))
     wait_for(proc, 'iter 1:')
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and 'KeyboardInterrupt' in err

@@ -54,8 +54,6 @@ def run(script, *args, tmp=None, fixed_temporary_names=False):
     if tmp is not None:
         env['HF_DATASETS_CACHE'] = str(tmp / 'hf_cache')
     driver = ['-c', FIXED_TEMPORARY_NAMES] if fixed_temporary_names else []
-    if tmp is not None:  # datasets: a real process, whose tqdm reads TQDM_DISABLE (the fork server imported tqdm before)
-        return subprocess.run([sys.executable, *driver, script, *args], env=env, cwd=ROOT, capture_output=True, text=True)
     return python([*driver, script, *args], env=env, cwd=ROOT)
 
 

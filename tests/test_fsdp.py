@@ -14,15 +14,11 @@ import pytest
 import torch
 
 from test_cluster import children
-from test_train import ROOT, assert_same_weights, char_data, load_checkpoint, ok, tiny, train, wait_for, weights  # noqa: F401 (a fixture)
+from test_train import ROOT, assert_same_weights, char_data, load_checkpoint, ok, tiny, torchrun, train, weights  # noqa: F401 (a fixture)
 from conftest import python
 
 TORCHRUN = [sys.executable, '-u', '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
 ARGS = ['--max_iters=3', '--eval_interval=3', '--gradient_accumulation_steps=4']
-
-
-def torchrun(*args, timeout=180):
-    return subprocess.run([*TORCHRUN, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def logged_losses(out):
@@ -103,13 +99,13 @@ def test_each_process_holds_half_of_the_weights_and_optimizer_state(char_data, t
 
 def test_fsdp_sigterm_then_resume_is_exact(char_data, tmp_path):
     common = ['--dropout=0.1', '--eval_interval=1000', '--max_iters=400', '--fsdp=True']
-    proc = subprocess.Popen([*TORCHRUN, 'train.py', *tiny(char_data, tmp_path / 'stopped', *common)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(proc, 'iter 5:')
-    for pid in children(proc.pid):  # as a cluster's preemption does (torchrun itself would exit 1)
+    run = python.start(['train.py', *tiny(char_data, tmp_path / 'stopped', *common)], nproc=2,
+                       env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    run.wait_for('iter 5:')
+    for pid in children(run.pid):  # as a cluster's preemption does (torchrun itself would exit 1)
         os.kill(pid, signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0 and 'SIGTERM received' in out, err[-3000:]
+    r = run.wait(timeout=60)
+    assert r.returncode == 0 and 'SIGTERM received' in r.stdout, r.stderr[-3000:]
     stopped_at = load_checkpoint(str(tmp_path / 'stopped' / 'ckpt.pt'))['iter_num']
     assert 5 <= stopped_at < 400
     end = stopped_at + 3
@@ -123,13 +119,13 @@ def test_fsdp_sigterm_then_resume_is_exact(char_data, tmp_path):
 def test_kill_9_during_an_fsdp_save_leaves_a_loadable_checkpoint(char_data, tmp_path):
     # save at every iteration, and kill every process at several moments, some of them mid-save
     for delay in (0.0, 0.05, 0.13):
-        proc = subprocess.Popen([*TORCHRUN, 'train.py', *tiny(char_data, tmp_path, '--eval_interval=1', '--eval_iters=1',
-                                                             '--max_iters=100000', '--n_embd=128', '--n_head=4', '--fsdp=True')],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        wait_for(proc, 'saved')
+        run = python.start(['train.py', *tiny(char_data, tmp_path, '--eval_interval=1', '--eval_iters=1', '--max_iters=100000',
+                                              '--n_embd=128', '--n_head=4', '--fsdp=True')],
+                           nproc=2, env=dict(os.environ, PYTHONUNBUFFERED='1'))
+        run.wait_for('saved')
         time.sleep(delay)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.killpg(run.pid, signal.SIGKILL)  # torchrun's part and both processes
+        run.wait()
         time.sleep(0.2)  # (the workers, killed too, let go of their files)
         ckpt = load_checkpoint(str(tmp_path / 'ckpt.pt'))
         assert ckpt['iter_num'] >= 1 and torch.isfinite(ckpt['model']['lm_head.weight']).all()

@@ -6,8 +6,6 @@ import json
 import math
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -221,6 +219,10 @@ TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_siz
         '--lr_decay_iters=100', '--learning_rate=3e-3', '--compile=False']
 
 
+def torchrun(*args):  # as torchrun --standalone --nproc_per_node=2 starts them
+    return python(list(args), nproc=2, timeout=180)
+
+
 def train(*args):
     return python(['train.py', *args], timeout=180)
 
@@ -294,8 +296,7 @@ def test_train_hellaswag_one_and_two_processes_and_bpe_bpb(bpe_data, hellaswag_d
         examples, right, right_norm = hellaswag_counts(GPT.from_pretrained(path).eval(), load_hellaswag(str(hellaswag_dir)),
                                                        7, 24, 2, 'cpu').tolist()
     # two processes: 4 batches split 2 and 2, the counts summed
-    r = ok(subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
-                           *args, f'--out_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=180))
+    r = ok(torchrun('train.py', *args, f'--out_dir={tmp_path}'))
     assert r.stdout.count('hellaswag iter 0: acc ') == 1 and '(partial: the first 7 of 9)' in r.stdout  # rank 0 alone prints
     [record] = records(tmp_path)  # and writes
     assert record['hellaswag_examples'] == examples == 7
@@ -305,9 +306,7 @@ def test_train_hellaswag_one_and_two_processes_and_bpe_bpb(bpe_data, hellaswag_d
     # repeats its batch, uncounted), the same counts
     with torch.no_grad():
         expected = hellaswag_counts(GPT.from_pretrained(path).eval(), load_hellaswag(str(hellaswag_dir)), 5, 24, 2, 'cpu').tolist()
-    ok(subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
-                       *args, '--hellaswag_limit=5', '--fsdp=True', f'--out_dir={tmp_path / "fsdp"}'],
-                      cwd=ROOT, capture_output=True, text=True, timeout=180))
+    ok(torchrun('train.py', *args, '--hellaswag_limit=5', '--fsdp=True', f'--out_dir={tmp_path / "fsdp"}'))
     [record] = records(tmp_path / 'fsdp')
     assert record['hellaswag_examples'] == expected[0] == 5
     assert (record['hellaswag_acc'], record['hellaswag_acc_norm']) == (expected[1] / 5, expected[2] / 5)

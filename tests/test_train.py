@@ -44,6 +44,12 @@ def train(*args, env=None, timeout=120):
     return python(['train.py', *args], env=dict(os.environ, **(env or {})), timeout=timeout)
 
 
+def torchrun(*args, nproc=2, timeout=180):
+    """`torchrun --standalone --nproc_per_node=nproc script args`, each process forked from the fork
+    server (test_cluster.py runs torchrun itself)."""
+    return python(list(args), nproc=nproc, timeout=timeout)
+
+
 def tiny(char_data, out, *args):
     return [*TINY, f'--dataset={char_data}', f'--out_dir={out}', *args]
 
@@ -150,12 +156,12 @@ def test_sigterm_saves_and_resume_is_exact(char_data, tmp_path):
 def test_kill_9_leaves_a_loadable_checkpoint(char_data, tmp_path):
     # save at every iteration, and kill at several moments, some of them mid-save
     for delay in (0.0, 0.05, 0.13):
-        proc = start(tiny(char_data, tmp_path, '--eval_interval=1', '--eval_iters=1', '--max_iters=100000',
-                          '--n_embd=128', '--n_head=4'))
-        wait_for(proc, 'saved')
+        run = python.start(['train.py', *tiny(char_data, tmp_path, '--eval_interval=1', '--eval_iters=1', '--max_iters=100000',
+                                              '--n_embd=128', '--n_head=4')], env=dict(os.environ, PYTHONUNBUFFERED='1'))
+        run.wait_for('saved')
         time.sleep(delay)
-        proc.kill()
-        proc.wait()
+        os.kill(run.pid, signal.SIGKILL)
+        assert run.wait().returncode == -signal.SIGKILL
         ckpt = load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))
         assert ckpt['iter_num'] >= 1
 
@@ -163,10 +169,7 @@ def test_kill_9_leaves_a_loadable_checkpoint(char_data, tmp_path):
 def test_ddp_on_cpu_matches_one_process(char_data, tmp_path):
     args = ['--max_iters=3', '--eval_interval=3', '--gradient_accumulation_steps=4']
     ok(train(*tiny(char_data, tmp_path / 'single', *args)))
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-                        'train.py', *tiny(char_data, tmp_path / 'ddp', *args)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=180)
-    ok(r)
+    r = ok(torchrun('train.py', *tiny(char_data, tmp_path / 'ddp', *args)))
     assert '2 process(es)' in r.stdout and r.stdout.count('saved') == 1  # rank 0 alone prints and saves
     single, ddp = weights(tmp_path / 'single'), weights(tmp_path / 'ddp')
     for k in single:
@@ -385,9 +388,7 @@ def test_muon_learns_resumes_exactly_and_refuses_an_adamw_checkpoint(char_data, 
 def test_muon_ddp_on_cpu_matches_one_process(char_data, tmp_path):
     args = ['--max_iters=3', '--eval_interval=3', '--gradient_accumulation_steps=4', '--optimizer=muon']
     ok(train(*tiny(char_data, tmp_path / 'single', *args)))
-    r = ok(subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-                           'train.py', *tiny(char_data, tmp_path / 'ddp', *args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=180))
+    r = ok(torchrun('train.py', *tiny(char_data, tmp_path / 'ddp', *args)))
     assert '2 process(es)' in r.stdout
     single, ddp = weights(tmp_path / 'single'), weights(tmp_path / 'ddp')
     # torch.optim.Muon orthogonalises in bfloat16, which turns the all-reduce's rounding into
