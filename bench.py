@@ -42,7 +42,7 @@ n_layer = 6
 n_head = 6
 n_embd = 384
 block_size = 256  # tokens per sequence (train), context length (both)
-vocab_size = 65  # with --dataset, the dataset's meta.pkl decides when it has one
+vocab_size = 65  # with --dataset, the dataset's meta.pkl or tokenizer.json decides when it has one
 bias = False
 dropout = 0.0  # used by training steps; generation runs in eval mode, without it
 gpt2_shape = False  # True: GPT-2 124M's shape instead (12 layers, 12 heads, 768 wide, block 1024, vocab 50257, biases)
@@ -102,9 +102,9 @@ def build_model(vocab):
 def bench_train():
     vocab = vocab_size
     if dataset:
-        meta = data.load_meta(dataset)
-        if meta:
-            vocab = meta['vocab_size']
+        tokenizer = data.load_tokenizer(dataset)
+        if tokenizer.own:  # meta.pkl or tokenizer.json
+            vocab = tokenizer.vocab_size
         splits = data.open_dataset(dataset, block_size)
         splits['train'].vocab_size = vocab  # each batch is checked as it is read
         generator = torch.Generator().manual_seed(seed)

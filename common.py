@@ -339,7 +339,7 @@ def shard_optimizer_state(state_dict, optimizer):
 def save_hf_directory(model, path, tokenizer=None, dtype=torch.float32, overwrite=False):
     """Write path as a transformers GPT-2 directory: the model's weights and configs
     (GPT.save_pretrained) and, when given, its tokenizer (a transformers tokenizer,
-    data.hf_tokenizer), which GPT2LMHeadModel.from_pretrained, pipeline('text-generation') and
+    tokenizer.hf() of data.load_tokenizer), which GPT2LMHeadModel.from_pretrained, pipeline('text-generation') and
     GPT.from_pretrained read. All of it goes to a temporary directory first, so a failure leaves
     path as it was."""
     path = os.path.normpath(path)  # no trailing slash

@@ -4,8 +4,8 @@ GPT-2 directory written by transformers' save_pretrained. Settings below; see --
 
     python sample.py --out_dir=out-shakespeare-char --device=cpu --num_samples=2 --max_new_tokens=100
 
-A checkpoint trained on a character-level dataset decodes with that dataset's meta.pkl; anything
-else uses the GPT-2 BPE (tiktoken). A prompt longer than the model's block_size is cropped to its
+A checkpoint decodes with its dataset's tokenizer: meta.pkl (characters) or tokenizer.json (a BPE
+trained on the text); anything else uses the GPT-2 BPE (tiktoken). A prompt longer than the model's block_size is cropped to its
 last block_size tokens, with a note: that is all the model can read. The samples are generated
 together, in one batch (max_batch caps it), with the weights cast to dtype; after them one line on
 stderr gives the tokens/s.
@@ -58,51 +58,24 @@ device, device_type, _, _ = setup_device(device, dtype)  # its autocast is for t
 ptdtype = inference_dtype(device_type, dtype)
 
 # the model
-meta = None
 if init_from == 'resume':
     checkpoint = load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))  # to the CPU
     model = GPT.from_checkpoint(checkpoint)
     dataset = checkpoint.get('config', {}).get('dataset')
     del checkpoint  # the optimizer state (twice the weights with AdamW) is not needed to sample
-    meta = data.load_meta(dataset) if dataset else None
-    if meta is not None and meta['vocab_size'] != model.config.vocab_size:
-        raise InputError(f"{dataset!r}'s meta.pkl has {meta['vocab_size']} characters but the model has "
-                         f"{model.config.vocab_size} tokens: the dataset was prepared again since training; restore its meta.pkl")
 else:
     model = GPT.from_pretrained(init_from)
     dataset = None
-if meta is None and model.config.vocab_size < 50257:
-    raise InputError(f"the model has a vocabulary of {model.config.vocab_size} tokens, too few for the GPT-2 BPE, "
-                     f"and no meta.pkl (dataset {dataset!r}) to decode them: run that dataset's prepare.py first")
-if meta is not None and not {'stoi', 'itos'} <= set(meta):
-    raise InputError(f"{dataset!r}'s meta.pkl has no stoi/itos to encode and decode characters; run its prepare.py again")
+# the tokenizer the model was trained with: its dataset's meta.pkl or tokenizer.json, else GPT-2's BPE
+tokenizer = data.load_tokenizer(dataset, model_vocab_size=model.config.vocab_size)
 if export_hf:
     # float32 unless a half precision is asked for explicitly ('auto' picks for sampling, not for a file)
-    save_hf_directory(model, export_hf, data.hf_tokenizer(meta, model_max_length=model.config.block_size),
+    save_hf_directory(model, export_hf, tokenizer.hf(model_max_length=model.config.block_size),
                       dtype=torch.float32 if dtype == 'auto' else DTYPES[dtype], overwrite=overwrite)
     raise SystemExit(0)
 model.eval().to(device=device, dtype=ptdtype)
 if compile:
     model.compile()
-
-# the tokenizer
-if meta is not None:
-    stoi, itos = meta['stoi'], meta['itos']
-
-    def encode(text):
-        for ch in text:
-            if ch not in stoi:
-                raise InputError(f"the prompt has the character {ch!r}, which is not in the model's "
-                                 f"vocabulary ({len(stoi)} characters of {dataset!r}): remove or replace it")
-        return [stoi[ch] for ch in text]
-
-    def decode(ids):
-        return ''.join(itos[i] for i in ids)
-else:
-    enc = data.gpt2_encoding()
-    encode = lambda text: enc.encode(text, allowed_special={'<|endoftext|>'})  # noqa: E731
-    # Ids past GPT-2's 50257 (the vocabulary is padded to 50304 for speed) have no text.
-    decode = lambda ids: enc.decode([i for i in ids if i < enc.n_vocab])  # noqa: E731
 
 # the prompt
 if start.startswith('FILE:'):
@@ -111,7 +84,7 @@ if start.startswith('FILE:'):
             start = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read the prompt file {start[5:]!r} ({getattr(e, 'strerror', None) or e})")
-start_ids = encode(start)
+start_ids = tokenizer.encode(start)
 if not start_ids:
     raise InputError("the prompt is empty: give at least one character, e.g. --start='\\n'")
 block_size = model.config.block_size
@@ -133,7 +106,7 @@ for first in range(0, num_samples, batch):
     samples = y.tolist()  # waits for the device
     seconds += time.perf_counter() - t0
     for ids in samples:
-        print(decode(ids))
+        print(tokenizer.decode(ids))
         print('---------------')
 n = num_samples * max_new_tokens
 print(f"generated {n} tokens in {seconds:.2f} s ({n / seconds:,.1f} tokens/s, dtype {str(ptdtype).removeprefix('torch.')}; "

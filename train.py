@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure
-from data import bytes_per_token, load_meta, open_dataset
+from data import bytes_per_token, load_tokenizer, open_dataset
 from data.hellaswag import GPT2_VOCAB_SIZE, hellaswag_counts, load_hellaswag
 from common import (InputError, gather_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state, setup_device,
                     shard_model, shard_optimizer_state, trim_metrics)
@@ -129,8 +129,8 @@ torch.manual_seed(seed)  # the same initial weights in every process (FSDP, unli
 # Data: uint16 token files, checked to exist and to be long enough; each batch's token ids are
 # checked against the model's vocabulary as it is read (not the whole files: minutes on OpenWebText).
 splits = open_dataset(dataset, block_size)
-meta = load_meta(dataset)
-val_bytes_per_token = bytes_per_token(splits['val'], meta)  # for val_bpb; None if the text is unknown
+tokenizer = load_tokenizer(dataset)  # characters (meta.pkl), a trained BPE (tokenizer.json) or GPT-2's
+val_bytes_per_token = bytes_per_token(splits['val'], tokenizer)  # for val_bpb; None if the text is unknown
 hellaswag = load_hellaswag(hellaswag_data) if eval_hellaswag else None
 
 
@@ -147,7 +147,7 @@ ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 iter_num, best_val_loss, checkpoint, resume_rng = 0, float('inf'), None, None
 model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias, dropout=dropout)
 if init_from == 'scratch':
-    model_args['vocab_size'] = meta['vocab_size'] if meta else 50304
+    model_args['vocab_size'] = tokenizer.vocab_size if tokenizer.own else 50304  # GPT-2's 50257, padded for speed
     model = GPT(GPTConfig(**model_args))
 elif init_from == 'resume':
     checkpoint = load_checkpoint(ckpt_path)  # to the CPU: the model and optimizer move their parts below

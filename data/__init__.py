@@ -100,27 +100,19 @@ def open_dataset(name, block_size):
     return splits
 
 
-def bytes_per_token(tokens, meta, sample_runs=256, run_length=4096):
+def bytes_per_token(tokens, tokenizer, sample_runs=256, run_length=4096):
     """UTF-8 bytes per token of one split, for bits per byte (loss / ln 2 / bytes per token), or
-    None when the tokens' text cannot be known. Each token's bytes come from meta.pkl's itos for
-    character data, else from the GPT-2 BPE, where <|endoftext|> counts 0 bytes. Start-up never reads a whole token file: a split of
-    at most sample_runs x run_length tokens is read whole (exact), a longer one as sample_runs
-    evenly spaced runs of run_length tokens (an estimate; exact for character vocabularies whose
-    characters all have the same number of bytes, e.g. ASCII)."""
-    if meta is not None:
-        itos = meta.get('itos')
-        if not isinstance(itos, dict) or not all(isinstance(itos.get(i), str) for i in range(meta['vocab_size'])):
-            return None
-        token_bytes = np.array([len(itos[i].encode('utf-8')) for i in range(meta['vocab_size'])])
-    else:
-        try:
-            import tiktoken
-            enc = tiktoken.get_encoding("gpt2")
-        except Exception:  # offline without its cached files: train without val_bpb rather than not at all
-            return None
-        token_bytes = np.array([len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)])
-        for special in enc.special_tokens_set:  # <|endoftext|> separates texts: it has no bytes of text
-            token_bytes[enc.encode_single_token(special)] = 0
+    None when the tokens' text cannot be known. Each token counts its own bytes of text
+    (tokenizer.token_bytes(): special tokens such as <|endoftext|> count 0). Start-up never reads a
+    whole token file: a split of at most sample_runs x run_length tokens is read whole (exact), a
+    longer one as sample_runs evenly spaced runs of run_length tokens (an estimate; exact for
+    character vocabularies whose characters all have the same number of bytes, e.g. ASCII)."""
+    try:
+        token_bytes = tokenizer.token_bytes()
+    except InputError:  # GPT-2's BPE offline without its cached files: train without val_bpb rather than not at all
+        return None
+    if token_bytes is None:
+        return None
     n = len(tokens)
     if n <= sample_runs * run_length:
         sample = tokens.read(0, n)
@@ -216,34 +208,183 @@ GPT2_BPE_FILES = {
 }
 
 
-def hf_tokenizer(meta=None, model_max_length=None):
-    """The model's tokenizer as a transformers tokenizer, for GPT.save_pretrained: meta.pkl's
-    characters when meta is given, else the GPT-2 BPE. Both encode and decode exactly as
-    sample.py does (the tests check it against meta.pkl and tiktoken)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors  # lazy: with transformers
-    from transformers import PreTrainedTokenizerFast
-    if meta is not None:
+# -----------------------------------------------------------------------------
+# Tokenizers: a dataset's text to token ids and back. Each kind has encode(text) -> ids,
+# decode(ids) -> text, vocab_size (the ids it makes), token_bytes() (each id's bytes of text, for
+# bits per byte) and hf() (the same tokenizer for transformers, shipped with --export_hf).
+
+def load_tokenizer(name=None, model_vocab_size=None):
+    """The tokenizer that data/<name> was prepared with: its tokenizer.json (a BPE trained on the
+    text, data/text/prepare.py --tokenizer=bpe), else its meta.pkl (characters), else GPT-2's BPE
+    (also when name is None). With model_vocab_size, checked to fit the model."""
+    path = dataset_dir(name) if name else None
+    if path and os.path.isfile(os.path.join(path, 'tokenizer.json')):
+        tokenizer = TrainedBPE(os.path.join(path, 'tokenizer.json'))
+    elif path and load_meta(name) is not None:
+        tokenizer = Characters(load_meta(name), name)
+    else:
+        tokenizer = GPT2BPE()
+    if model_vocab_size is not None and tokenizer.vocab_size > model_vocab_size:
+        raise InputError(f"the model has a vocabulary of {model_vocab_size} tokens, too few for {tokenizer.describe(name)} "
+                         f"({tokenizer.vocab_size} tokens): run that dataset's prepare.py first, or restore its files")
+    if model_vocab_size is not None and tokenizer.own and tokenizer.vocab_size != model_vocab_size:
+        raise InputError(f"{tokenizer.describe(name)} has {tokenizer.vocab_size} tokens but the model has {model_vocab_size}: "
+                         f"the dataset was prepared again since training; restore its {tokenizer.file}")
+    return tokenizer
+
+
+class Characters:
+    """One token per character: meta.pkl's stoi and itos."""
+
+    own, file = True, 'meta.pkl'  # a dataset's own vocabulary, in this file
+
+    def __init__(self, meta, dataset):
+        if not {'stoi', 'itos'} <= set(meta):
+            raise InputError(f"{dataset!r}'s meta.pkl has no stoi/itos to encode and decode characters; run its prepare.py again")
+        self.stoi, self.itos, self.vocab_size, self.dataset = meta['stoi'], meta['itos'], meta['vocab_size'], dataset
+
+    def describe(self, name):
+        return f"{name!r}'s meta.pkl"
+
+    def encode(self, text):
+        for ch in text:
+            if ch not in self.stoi:
+                raise InputError(f"the text has the character {ch!r}, which is not in the model's vocabulary "
+                                 f"({len(self.stoi)} characters of {self.dataset!r}): remove or replace it")
+        return [self.stoi[ch] for ch in text]
+
+    def decode(self, ids):
+        return ''.join(self.itos.get(i, '') for i in ids)
+
+    def token_bytes(self):
+        if not all(isinstance(self.itos.get(i), str) for i in range(self.vocab_size)):
+            return None
+        return np.array([len(self.itos[i].encode('utf-8')) for i in range(self.vocab_size)])
+
+    def hf(self, model_max_length=None):
+        from tokenizers import Tokenizer, decoders, models  # lazy: with transformers
+        from transformers import PreTrainedTokenizerFast
         # A BPE with no merges splits text into single characters, each looked up in stoi; like
         # sample.py it has no end-of-text token. A character outside stoi is dropped.
-        tok = Tokenizer(models.BPE(vocab=dict(meta['stoi']), merges=[]))
+        tok = Tokenizer(models.BPE(vocab=dict(self.stoi), merges=[]))
         tok.decoder = decoders.Fuse()  # ids back to text with nothing between the characters
         return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length,
                                        clean_up_tokenization_spaces=False)
-    # transformers' GPT-2 tokenizer is the same BPE as tiktoken's: vocab.json is tiktoken's
-    # encoder.json and merges.txt its vocab.bpe, which tiktoken keeps in its cache (no download).
-    import json
-    from tiktoken.load import read_file_cached
-    try:
-        encoder = read_file_cached(*GPT2_BPE_FILES['encoder.json'])  # checked against the sha256
-        merges = read_file_cached(*GPT2_BPE_FILES['vocab.bpe'])
-    except Exception as e:
-        raise InputError(f"cannot load tiktoken's GPT-2 BPE files ({type(e).__name__}); they are downloaded once, "
-                         f"so connect to the internet, or set TIKTOKEN_CACHE_DIR to a folder that already holds them")
-    merges = [tuple(line.split(' ')) for line in merges.decode().splitlines()[1:] if line]  # line 1: '#version: 0.2'
-    tok = Tokenizer(models.BPE(vocab=json.loads(encoder), merges=merges))
-    # Bytes as printable characters, split by GPT-2's regex, with no space added in front.
+
+
+class GPT2BPE:
+    """tiktoken's GPT-2 BPE, loaded when first used (its two files are downloaded once)."""
+
+    own, file, vocab_size, eot = False, None, 50257, 50256
+
+    def describe(self, name):
+        return "the GPT-2 BPE" + (f" (dataset {name!r} has no meta.pkl or tokenizer.json)" if name else "")
+
+    @property
+    def enc(self):
+        if not hasattr(self, '_enc'):
+            self._enc = gpt2_encoding()
+        return self._enc
+
+    def encode(self, text):
+        return self.enc.encode(text, allowed_special={'<|endoftext|>'})
+
+    def decode(self, ids):
+        return self.enc.decode([i for i in ids if i < self.vocab_size])  # the model pads its vocabulary to 50304
+
+    def token_bytes(self):
+        token_bytes = np.array([len(self.enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)])
+        token_bytes[self.eot] = 0  # <|endoftext|> separates texts: it has no bytes of text
+        return token_bytes
+
+    def hf(self, model_max_length=None):
+        # transformers' GPT-2 tokenizer is the same BPE as tiktoken's: vocab.json is tiktoken's
+        # encoder.json and merges.txt its vocab.bpe, which tiktoken keeps in its cache (no download).
+        import json
+        from tiktoken.load import read_file_cached
+        from tokenizers import Tokenizer, models
+        try:
+            encoder = read_file_cached(*GPT2_BPE_FILES['encoder.json'])  # checked against the sha256
+            merges = read_file_cached(*GPT2_BPE_FILES['vocab.bpe'])
+        except Exception as e:
+            raise InputError(f"cannot load tiktoken's GPT-2 BPE files ({type(e).__name__}); they are downloaded once, "
+                             f"so connect to the internet, or set TIKTOKEN_CACHE_DIR to a folder that already holds them")
+        merges = [tuple(line.split(' ')) for line in merges.decode().splitlines()[1:] if line]  # line 1: '#version: 0.2'
+        return byte_level_hf(Tokenizer(models.BPE(vocab=json.loads(encoder), merges=merges)), model_max_length)
+
+
+class TrainedBPE:
+    """A byte-level BPE trained on the dataset's own text (data/text/prepare.py --tokenizer=bpe),
+    read from its tokenizer.json with Hugging Face tokenizers."""
+
+    own, file = True, 'tokenizer.json'
+
+    def __init__(self, path):
+        from tokenizers import Tokenizer  # lazy: with transformers
+        try:
+            self.tok = Tokenizer.from_file(path)
+        except Exception as e:
+            raise InputError(f"cannot read {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                             "run the dataset's prepare.py again to rewrite it")
+        self.path, self.vocab_size = path, self.tok.get_vocab_size()
+        self.eot = self.tok.token_to_id(EOT)
+
+    def describe(self, name):
+        return f"{name!r}'s tokenizer.json"
+
+    def encode(self, text):
+        return self.tok.encode(text).ids
+
+    def decode(self, ids):
+        return self.tok.decode(list(ids), skip_special_tokens=False)
+
+    def token_bytes(self):
+        byte_of = {ch: b for b, ch in bytes_to_unicode().items()}
+        special = {t.content for t in self.tok.get_added_tokens_decoder().values()}
+        tokens = [self.tok.id_to_token(i) for i in range(self.vocab_size)]
+        return np.array([0 if t in special else len(t) for t in tokens]) if all(
+            t in special or all(c in byte_of for c in t) for t in tokens) else None
+
+    def hf(self, model_max_length=None):
+        return byte_level_hf(self.tok, model_max_length)
+
+
+EOT = '<|endoftext|>'
+
+
+def byte_level_hf(tok, model_max_length):
+    """A GPT-2-style byte-level BPE (tokenizers.Tokenizer) as a transformers tokenizer that encodes
+    and decodes exactly as tiktoken or tokenizer.json do: bytes as printable characters, split by
+    GPT-2's regex, with no space added in front; <|endoftext|> as its begin, end and unknown token."""
+    from tokenizers import decoders, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, bos_token='<|endoftext|>',
-                                   eos_token='<|endoftext|>', unk_token='<|endoftext|>', clean_up_tokenization_spaces=False)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, bos_token=EOT,
+                                   eos_token=EOT, unk_token=EOT, clean_up_tokenization_spaces=False)
+
+
+def bytes_to_unicode():
+    """GPT-2's map of the 256 byte values to printable characters (a byte-level BPE's tokens are
+    strings of these): printable Latin-1 bytes stand for themselves, the rest for chr(256 + n)."""
+    keep = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
+    rest = [b for b in range(256) if b not in keep]
+    return {**{b: chr(b) for b in keep}, **{b: chr(256 + n) for n, b in enumerate(rest)}}
+
+
+def train_bpe(texts, vocab_size):
+    """A GPT-2-style byte-level BPE with vocab_size tokens trained on texts (an iterable of
+    strings): the 256 bytes, <|endoftext|>, and the most useful merges. Any text encodes and
+    decodes exactly. Returns a tokenizers.Tokenizer (its .save(path) writes tokenizer.json)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    if not 257 <= vocab_size <= 65536:
+        raise InputError(f"--vocab_size={vocab_size} must lie between 257 (the 256 bytes and <|endoftext|>) and 65536 "
+                         "(the ids a uint16 .bin can hold); e.g. 8192")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return tok

@@ -330,7 +330,7 @@ def test_own_text_bad_input(case, bad_files, out_dir, text):
         'no txt': ([f'--input={bad_files / "no_txt"}'], ['no .txt files']),
         'latin1': ([f'--input={bad_files}'], ['latin1.txt is not UTF-8']),  # one bad file in a folder
         'short': ([f'--input={bad_files / "short.txt"}'], ['val split would hold only 100 tokens']),
-        'tokenizer': ([f'--input={bad_files / "good.txt"}', '--tokenizer=bpe'], ["unknown tokenizer 'bpe'", 'char', 'gpt2']),
+        'tokenizer': ([f'--input={bad_files / "good.txt"}', '--tokenizer=wordpiece'], ["unknown tokenizer 'wordpiece'", 'char', 'gpt2', 'bpe']),
         'write': ([f'--input={bad_files / "good.txt"}'], ['cannot write', 'meta.pkl.tmp']),
     }[case]
     if case == 'write':

@@ -193,23 +193,23 @@ def test_bytes_per_token(enc):
     text = "Ünïcödé café, naïve — 中文 and plain ASCII. " * 50
     ids = enc.encode_ordinary(text)
     # GPT-2 BPE, read whole: exactly the text's UTF-8 bytes over its tokens
-    assert data.bytes_per_token(Split(ids), None) == len(text.encode('utf-8')) / len(ids)
+    assert data.bytes_per_token(Split(ids), data.GPT2BPE()) == len(text.encode('utf-8')) / len(ids)
     # read as a sample: 4 runs of 16 tokens at evenly spaced places, each decoded here
     starts = [round(k * (len(ids) - 16) / 3) for k in range(4)]
     sample_bytes = sum(len(enc.decode_bytes(ids[s:s + 16])) for s in starts)
-    assert data.bytes_per_token(Split(ids), None, sample_runs=4, run_length=16) == pytest.approx(sample_bytes / 64, rel=1e-12)
+    assert data.bytes_per_token(Split(ids), data.GPT2BPE(), sample_runs=4, run_length=16) == pytest.approx(sample_bytes / 64, rel=1e-12)
     # documents separated by <|endoftext|>: a special token, no bytes of text
     docs = ["Short one.", "Another, with ünïcödé.", "中文 third"] * 20
     ids = [t for d in docs for t in enc.encode_ordinary(d) + [enc.eot_token]]
-    assert data.bytes_per_token(Split(ids), None) == sum(len(d.encode('utf-8')) for d in docs) / len(ids)
+    assert data.bytes_per_token(Split(ids), data.GPT2BPE()) == sum(len(d.encode('utf-8')) for d in docs) / len(ids)
     # characters: the bytes of each character in meta.pkl's itos
     chars = sorted(set(text))
-    meta = {'vocab_size': len(chars), 'itos': dict(enumerate(chars))}
+    meta = {'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': {c: i for i, c in enumerate(chars)}}
     char_ids = [chars.index(c) for c in text]
-    assert data.bytes_per_token(Split(char_ids), meta) == len(text.encode('utf-8')) / len(text)
+    assert data.bytes_per_token(Split(char_ids), data.Characters(meta, 'x')) == len(text.encode('utf-8')) / len(text)
     # unknown text: no itos, or ids beyond the vocabulary
-    assert data.bytes_per_token(Split(char_ids), {'vocab_size': len(chars), 'itos': {}}) is None
-    assert data.bytes_per_token(Split([0, 1, len(chars)]), meta) is None
+    assert data.bytes_per_token(Split(char_ids), data.Characters({**meta, 'itos': {}}, 'x')) is None
+    assert data.bytes_per_token(Split([0, 1, len(chars)]), data.Characters(meta, 'x')) is None
 
 
 # ---------------------------------------------------------------------------- train.py
