@@ -224,19 +224,19 @@ def load_tokenizer(name=None, model_vocab_size=None):
         tokenizer = Characters(load_meta(name), name)
     else:
         tokenizer = GPT2BPE()
-    if model_vocab_size is not None and tokenizer.vocab_size > model_vocab_size:
-        raise InputError(f"the model has a vocabulary of {model_vocab_size} tokens, too few for {tokenizer.describe(name)} "
-                         f"({tokenizer.vocab_size} tokens): run that dataset's prepare.py first, or restore its files")
     if model_vocab_size is not None and tokenizer.own and tokenizer.vocab_size != model_vocab_size:
-        raise InputError(f"{tokenizer.describe(name)} has {tokenizer.vocab_size} tokens but the model has {model_vocab_size}: "
-                         f"the dataset was prepared again since training; restore its {tokenizer.file}")
+        raise InputError(f"{tokenizer.describe(name)} has {tokenizer.vocab_size} {tokenizer.unit} but the model has "
+                         f"{model_vocab_size} tokens: the dataset was prepared again since training; restore its {tokenizer.file}")
+    if model_vocab_size is not None and tokenizer.vocab_size > model_vocab_size:
+        raise InputError(f"the model has a vocabulary of {model_vocab_size} tokens, too few for {tokenizer.describe(name)}: "
+                         f"run that dataset's prepare.py first")
     return tokenizer
 
 
 class Characters:
     """One token per character: meta.pkl's stoi and itos."""
 
-    own, file = True, 'meta.pkl'  # a dataset's own vocabulary, in this file
+    own, file, unit = True, 'meta.pkl', 'characters'  # a dataset's own vocabulary, in this file
 
     def __init__(self, meta, dataset):
         if not {'stoi', 'itos'} <= set(meta):
@@ -317,7 +317,7 @@ class TrainedBPE:
     """A byte-level BPE trained on the dataset's own text (data/text/prepare.py --tokenizer=bpe),
     read from its tokenizer.json with Hugging Face tokenizers."""
 
-    own, file = True, 'tokenizer.json'
+    own, file, unit = True, 'tokenizer.json', 'tokens'
 
     def __init__(self, path):
         from tokenizers import Tokenizer  # lazy: with transformers

@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHAR = os.path.join(ROOT, 'data', 'shakespeare_char', 'prepare.py')
 BPE = os.path.join(ROOT, 'data', 'shakespeare', 'prepare.py')
 OWT = os.path.join(ROOT, 'data', 'openwebtext', 'prepare.py')
+FWE = os.path.join(ROOT, 'data', 'fineweb_edu', 'prepare.py')
 TEXT = os.path.join(ROOT, 'data', 'text', 'prepare.py')
 EOT = 50256
 
@@ -168,6 +169,28 @@ def test_openwebtext_parquet_source(tmp_path, text, enc):
         check_owt_output(tmp_path / str(num_proc), docs, 3, enc)
     for name in ('train.bin', 'val.bin'):  # the same split, in the same order, however many processes
         assert (tmp_path / '1' / name).read_bytes() == (tmp_path / '2' / name).read_bytes()
+
+
+def test_fineweb_edu_parquet_with_fineweb_columns(tmp_path, text, enc):
+    # data/fineweb_edu/prepare.py is openwebtext's pipeline with FineWeb-Edu's defaults; local shards
+    # with FineWeb's columns, the text alone used
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    docs = corpus(text, 12)
+    (tmp_path / 'shards').mkdir()
+    for name, part in (('000_00000', docs[:7]), ('001_00000', docs[7:])):
+        n = len(part)
+        pq.write_table(pa.table({'text': part, 'id': [f'<urn:{i}>' for i in range(n)], 'dump': ['CC-MAIN-2024-10'] * n,
+                                'url': ['https://example.org'] * n, 'score': [3.1] * n, 'int_score': [3] * n}),
+                       tmp_path / 'shards' / f'{name}.parquet')
+    out = ok(run(FWE, f'--source={tmp_path / "shards"}', f'--out_dir={tmp_path / "out"}', '--val_fraction=0.25',
+                 '--num_proc=1', tmp=tmp_path))
+    check_owt_output(tmp_path / 'out', docs, 3, enc)
+    assert 'reading 2 .parquet file(s)' in out and 'wrote train.bin and val.bin' in out
+    # its defaults: FineWeb-Edu's sample-10BT from the hub, written next to the script (refused offline here)
+    r = run(FWE, f'--out_dir={tmp_path / "hub"}', '--num_proc=1', tmp=tmp_path)
+    assert r.returncode != 0 and "cannot load 'HuggingFaceFW/fineweb-edu' from the Hugging Face hub" in r.stderr
+    assert 'loading HuggingFaceFW/fineweb-edu (sample-10BT) from the Hugging Face hub' in r.stdout
 
 
 def test_openwebtext_folder_of_txt_files(tmp_path, text, enc):

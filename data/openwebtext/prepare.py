@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 # Skylion007/openwebtext is the same corpus under its full hub id. If the hub refuses that too, the
 # error says what to try: another --source, e.g. a local copy of the corpus's parquet files.
 source = 'Skylion007/openwebtext'  # hub dataset id, or local .parquet, .jsonl or .txt file, or folder of them
+subset = ''  # the hub dataset's configuration, if it has several (e.g. FineWeb-Edu's sample-10BT); '' for its default
 out_dir = os.path.dirname(os.path.abspath(__file__))  # where train.bin and val.bin go
 val_fraction = 0.0005  # share of the documents held out for validation (about 4,000 of OpenWebText's 8M)
 seed = 2357  # fixes which documents land in val
@@ -101,9 +102,9 @@ def load_documents(source):
                              f"check that it is a valid {suffix} file with a 'text' field")
     if source.startswith(('/', '.', '~')) or os.path.splitext(source)[1] in LOCAL_FORMATS:
         raise SystemExit(f"error: no file or folder {source}; check the path given to --source")
-    print(f"loading {source} from the Hugging Face hub")
+    print(f"loading {source}{' (' + subset + ')' if subset else ''} from the Hugging Face hub")
     try:
-        return load_dataset(source, split='train', num_proc=num_proc)
+        return load_dataset(source, subset or None, split='train', num_proc=num_proc)
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SystemExit(f"error: cannot load {source!r} from the Hugging Face hub ({reason}); try another "

@@ -24,6 +24,7 @@ A name with a slash in it is a folder path (--name=/tmp/mydata), as for train.py
 Every setting below can be overridden with --key=value.
 """
 
+import itertools
 import os
 import pickle
 import sys
@@ -82,17 +83,25 @@ if tokenizer == 'char':
     outputs['meta.pkl'] = pickle.dumps(meta)  # plain dicts: data.load_meta reads it safely
     print(f"vocab size: {len(chars):,}")
 elif tokenizer == 'bpe':
+    def pieces(text, size=1 << 20):
+        """text in pieces of ~1 MB, each cut after a newline: the Rust library works on several at
+        once, over every core, and nothing holds the whole text as a list of Python strings."""
+        start = 0
+        while start < len(text):
+            end = text.find('\n', start + size)
+            end = len(text) if end < 0 else end + 1
+            yield text[start:end]
+            start = end
+
     t0 = time.time()
-    bpe = train_bpe(documents, vocab_size)
+    bpe = train_bpe((piece for document in documents for piece in pieces(document)), vocab_size)
     eot = bpe.token_to_id('<|endoftext|>')
     print(f"trained a BPE of {bpe.get_vocab_size():,} tokens in {time.time() - t0:.1f} s")
     ids = []
     for document in documents:
-        # in pieces of ~1 MB cut after a newline: memory stays small, and the Rust encoder uses every core
-        lines = document.splitlines(keepends=True)
-        pieces = [''.join(lines[i:i + 10_000]) for i in range(0, len(lines), 10_000)]
-        for encoding in bpe.encode_batch(pieces):
-            ids.append(np.array(encoding.ids, dtype=np.uint16))
+        parts = pieces(document)
+        while batch := list(itertools.islice(parts, 16)):  # 16 pieces at a time, encoded in parallel
+            ids.extend(np.array(e.ids, dtype=np.uint16) for e in bpe.encode_batch(batch))
         ids.append(np.array([eot], dtype=np.uint16))  # after every document
     ids = np.concatenate(ids)
     outputs['tokenizer.json'] = bpe.to_str().encode('utf-8')
