@@ -100,7 +100,7 @@ elif tokenizer == 'bpe':
     ids = []
     for document in documents:
         parts = pieces(document)
-        while batch := list(itertools.islice(parts, 16)):  # 16 pieces at a time, encoded in parallel
+        while batch := list(itertools.islice(parts, 4)):  # 4 pieces at a time, encoded in parallel
             ids.extend(np.array(e.ids, dtype=np.uint16) for e in bpe.encode_batch(batch))
         ids.append(np.array([eot], dtype=np.uint16))  # after every document
     ids = np.concatenate(ids)
