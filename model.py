@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from common import InputError, MuonAdamW, device_peak_flops
 
@@ -175,7 +176,7 @@ class GPT(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.config = config
+        self.config, self.recompute = config, False  # recompute: see forward (train.py's setting)
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
             wpe=nn.Embedding(config.block_size, config.n_embd),  # position embeddings
@@ -219,8 +220,8 @@ class GPT(nn.Module):
                              f"crop it to the last {self.config.block_size} tokens")
         x = self.transformer.wte(idx) + self.transformer.wpe.weight[start:start + T]  # (B, T, C): tokens + positions
         x = dropout(x, self.config.dropout, self.training)
-        for block in self.transformer.h:
-            x = block(x, cache)
+        for block in self.transformer.h:  # recompute: keep each block's input only; backward computes its insides again
+            x = checkpoint(block, x, cache, use_reentrant=False) if self.recompute and torch.is_grad_enabled() else block(x, cache)
         if cache is not None:
             cache.length += T
         if targets is None:  # inference-time mini-optimization: only the last position's logits
@@ -305,8 +306,7 @@ class GPT(nn.Module):
                              "export the model with the tokenizer it was trained with")
         if self.lm_head.weight is not self.transformer.wte.weight:
             raise InputError("lm_head is not tied to the token embeddings, which GPT-2's format requires")
-        # Our state dict in transformers' names and layout: Conv1D matrices transposed, no separate
-        # lm_head (tied to wte), the padded vocabulary cut, a zero bias wherever we have none.
+        # In transformers' layout: Conv1D matrices transposed, lm_head tied to wte, vocab cut, zero biases where we have none.
         sd = {}
         for k, v in self.state_dict().items():
             v = v.detach().to('cpu', dtype)

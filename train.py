@@ -10,8 +10,7 @@ One GPU:                python train.py config/train_shakespeare_char.py
 8 GPUs on one node:     torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py
 2 processes on a CPU:   torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char_cpu.py --device=cpu --gradient_accumulation_steps=2
 GPT-2 XL over 4 GPUs, sharded (FSDP): torchrun --standalone --nproc_per_node=4 train.py config/finetune_shakespeare.py --fsdp=True
-2 nodes of 8 GPUs (run on each, node_rank 0 and 1; add NCCL_IB_DISABLE=1 without InfiniBand):
-    torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=1234 train.py config/train_gpt2.py
+Several nodes, SLURM, preemption: README, Clusters.
 
 The checkpoint out_dir/ckpt.pt holds nanoGPT's keys plus what an exact resume needs. It is
 written atomically, and SIGTERM or Ctrl-C finishes the current step, saves and exits.
@@ -86,6 +85,7 @@ backend = 'auto'  # torch.distributed backend: 'auto' (nccl on GPUs, gloo on CPU
 device = 'auto'  # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'
 dtype = 'auto'  # 'auto' (bfloat16 on GPUs that have it, else float16; float32 elsewhere), 'float32', 'bfloat16', 'float16'
 compile = None  # torch.compile the model; None: on for CUDA, off elsewhere (it does not help on CPU)
+recompute = False  # keep only each block's input in training and recompute the rest in the backward pass: less memory, ~1/3 more compute
 fsdp = False  # under torchrun: shard weights, gradients and optimizer state over the processes (FSDP) instead of copying them to each (DDP)
 seed = 1337  # for weights, dropout and data order
 # -----------------------------------------------------------------------------
@@ -175,6 +175,7 @@ splits['train'].vocab_size = splits['val'].vocab_size = model.config.vocab_size 
 if eval_hellaswag and model.config.vocab_size < GPT2_VOCAB_SIZE:
     raise InputError(f"eval_hellaswag needs a model with GPT-2's vocabulary (HellaSwag is prepared in GPT-2 tokens), "
                      f"but this one has vocab_size={model.config.vocab_size}; use --eval_hellaswag=False")
+model.recompute = recompute
 if not fsdp:  # (FSDP moves the model to the device shard by shard, below)
     model.to(device)
 torch.manual_seed(seed + rank)  # a different dropout in each process

@@ -439,3 +439,24 @@ def test_evaluation_runs_only_append_to_the_metrics(char_data, tmp_path):
     assert len(added) == 3 and all(r['eval_only'] and 'val_loss' in r for r in added)
     assert [r['iter'] for r in added] == [6, 0, 0]
     assert load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))['iter_num'] == 6  # and the checkpoint stays
+
+
+def test_recompute_trains_the_same_weights_and_keeps_only_block_inputs(char_data, tmp_path):
+    # the same run with and without recompute, dropout on: the same losses and weights, bit for bit
+    args = ['--max_iters=3', '--eval_interval=3', '--dropout=0.1']
+    plain = ok(train(*tiny(char_data, tmp_path / 'plain', *args)))
+    again = ok(train(*tiny(char_data, tmp_path / 'recompute', *args, '--recompute=True')))
+    loss = lambda out: [line.split('loss ')[1].split(',')[0] for line in out.splitlines() if line.startswith('iter ')]  # noqa: E731
+    assert loss(plain.stdout) == loss(again.stdout) and len(loss(plain.stdout)) == 3
+    assert_same_weights(weights(tmp_path / 'plain'), weights(tmp_path / 'recompute'))
+    # what the forward pass keeps for the backward pass: with recompute, the blocks' inputs and little else
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(n_layer=4, n_head=2, n_embd=64, block_size=64, vocab_size=65, dropout=0.1))
+    x = torch.randint(65, (4, 64))
+
+    def saved_bytes(recompute):
+        model.recompute, kept = recompute, []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.numel() * t.element_size()) or t, lambda t: t):
+            model(x, x)
+        return sum(kept)
+    assert saved_bytes(True) < 0.5 * saved_bytes(False)
