@@ -221,7 +221,7 @@ class GPT(nn.Module):
         x = self.transformer.wte(idx) + self.transformer.wpe.weight[start:start + T]  # (B, T, C): tokens + positions
         x = dropout(x, self.config.dropout, self.training)
         for block in self.transformer.h:  # recompute: keep each block's input only; backward computes its insides again
-            x = checkpoint(block, x, cache, use_reentrant=False) if self.recompute and torch.is_grad_enabled() else block(x, cache)
+            x = checkpoint(block, x, use_reentrant=False) if self.recompute and torch.is_grad_enabled() and cache is None else block(x, cache)
         if cache is not None:
             cache.length += T
         if targets is None:  # inference-time mini-optimization: only the last position's logits

@@ -66,7 +66,10 @@ if init_from == 'resume':
 else:
     model = GPT.from_pretrained(init_from)
     dataset = None
-# the tokenizer the model was trained with: its dataset's meta.pkl or tokenizer.json, else GPT-2's BPE
+# the tokenizer the model was trained with: its dataset's meta.pkl or tokenizer.json, an exported
+# directory's tokenizer.json, else GPT-2's BPE
+if dataset is None and os.path.isfile(os.path.join(init_from, 'tokenizer.json')):
+    dataset = os.path.abspath(init_from)
 tokenizer = data.load_tokenizer(dataset, model_vocab_size=model.config.vocab_size)
 if export_hf:
     # float32 unless a half precision is asked for explicitly ('auto' picks for sampling, not for a file)

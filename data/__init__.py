@@ -7,6 +7,7 @@ stoi). train.py, sample.py, bench.py and the tests read them through the functio
 """
 
 import contextlib
+import json
 import os
 import pickle
 
@@ -239,14 +240,18 @@ class Characters:
     own, file, unit = True, 'meta.pkl', 'characters'  # a dataset's own vocabulary, in this file
 
     def __init__(self, meta, dataset):
-        if not {'stoi', 'itos'} <= set(meta):
-            raise InputError(f"{dataset!r}'s meta.pkl has no stoi/itos to encode and decode characters; run its prepare.py again")
-        self.stoi, self.itos, self.vocab_size, self.dataset = meta['stoi'], meta['itos'], meta['vocab_size'], dataset
+        self.stoi, self.itos, self.vocab_size, self.dataset = meta.get('stoi'), meta.get('itos'), meta['vocab_size'], dataset
+
+    def check(self):  # (training needs only vocab_size: without stoi/itos it trains, without val_bpb)
+        if not isinstance(self.stoi, dict) or not isinstance(self.itos, dict):
+            raise InputError(f"{self.dataset!r}'s meta.pkl has no stoi/itos to encode and decode characters; "
+                             "run its prepare.py again")
 
     def describe(self, name):
         return f"{name!r}'s meta.pkl"
 
     def encode(self, text):
+        self.check()
         for ch in text:
             if ch not in self.stoi:
                 raise InputError(f"the text has the character {ch!r}, which is not in the model's vocabulary "
@@ -254,16 +259,18 @@ class Characters:
         return [self.stoi[ch] for ch in text]
 
     def decode(self, ids):
+        self.check()
         return ''.join(self.itos.get(i, '') for i in ids)
 
     def token_bytes(self):
-        if not all(isinstance(self.itos.get(i), str) for i in range(self.vocab_size)):
+        if not isinstance(self.itos, dict) or not all(isinstance(self.itos.get(i), str) for i in range(self.vocab_size)):
             return None
         return np.array([len(self.itos[i].encode('utf-8')) for i in range(self.vocab_size)])
 
     def hf(self, model_max_length=None):
         from tokenizers import Tokenizer, decoders, models  # lazy: with transformers
         from transformers import PreTrainedTokenizerFast
+        self.check()
         # A BPE with no merges splits text into single characters, each looked up in stoi; like
         # sample.py it has no end-of-text token. A character outside stoi is dropped.
         tok = Tokenizer(models.BPE(vocab=dict(self.stoi), merges=[]))
@@ -300,7 +307,6 @@ class GPT2BPE:
     def hf(self, model_max_length=None):
         # transformers' GPT-2 tokenizer is the same BPE as tiktoken's: vocab.json is tiktoken's
         # encoder.json and merges.txt its vocab.bpe, which tiktoken keeps in its cache (no download).
-        import json
         from tiktoken.load import read_file_cached
         from tokenizers import Tokenizer, models
         try:
@@ -315,7 +321,7 @@ class GPT2BPE:
 
 class TrainedBPE:
     """A byte-level BPE trained on the dataset's own text (data/text/prepare.py --tokenizer=bpe),
-    read from its tokenizer.json with Hugging Face tokenizers."""
+    read from its tokenizer.json with Hugging Face tokenizers (or an exported model's tokenizer.json)."""
 
     own, file, unit = True, 'tokenizer.json', 'tokens'
 
@@ -339,6 +345,8 @@ class TrainedBPE:
         return self.tok.decode(list(ids), skip_special_tokens=False)
 
     def token_bytes(self):
+        if json.loads(self.tok.to_str()).get('decoder', {}).get('type') != 'ByteLevel':
+            return None  # a tokenizer.json of another kind: its tokens are not spelled in bytes
         byte_of = {ch: b for b, ch in bytes_to_unicode().items()}
         special = {t.content for t in self.tok.get_added_tokens_decoder().values()}
         tokens = [self.tok.id_to_token(i) for i in range(self.vocab_size)]
@@ -346,7 +354,11 @@ class TrainedBPE:
             t in special or all(c in byte_of for c in t) for t in tokens) else None
 
     def hf(self, model_max_length=None):
-        return byte_level_hf(self.tok, model_max_length)
+        from tokenizers import Tokenizer
+        from transformers import PreTrainedTokenizerFast
+        special = dict(bos_token=EOT, eos_token=EOT, unk_token=EOT) if self.eot is not None else {}
+        return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(self.tok.to_str()),  # a copy, as the file says
+                                       model_max_length=model_max_length, clean_up_tokenization_spaces=False, **special)
 
 
 EOT = '<|endoftext|>'

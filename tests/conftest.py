@@ -79,6 +79,7 @@ class ForkServer:
             self.server = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', 'forkserver.py')], cwd=ROOT,
                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             atexit.register(self.server.kill)
+            self.child = None  # (a run of the server that died)
         if self.child is not None:  # a test that failed before its run ended: end it, collect its status
             try:
                 os.killpg(self.child.pid, signal.SIGKILL)
@@ -100,6 +101,7 @@ class Child:
 
     def __init__(self, forkserver, pid, request):
         self.forkserver, self.pid, self.request = forkserver, pid, request
+        self.result = None  # what wait() returned, once it has
 
     def read(self, name):
         """All of stdout or stderr ('out', 'err') so far: with nproc, rank 0's first, then the others'."""
@@ -135,6 +137,8 @@ class Child:
             return False
 
     def wait(self, timeout=300):
+        if self.result is not None:  # (collected already, e.g. by the next start())
+            return self.result
         killed = []
         timer = threading.Timer(timeout, lambda: killed.append(os.killpg(self.pid, signal.SIGKILL)))
         timer.start()
@@ -144,9 +148,9 @@ class Child:
         argv = [sys.executable, *self.request['argv']]
         if killed:
             raise subprocess.TimeoutExpired(argv, timeout)
-        result = subprocess.CompletedProcess(argv, status, self.read('out'), self.read('err'))
+        self.result = subprocess.CompletedProcess(argv, status, self.read('out'), self.read('err'))
         shutil.rmtree(os.path.dirname(self.request['out']), ignore_errors=True)
-        return result
+        return self.result
 
 
 python = ForkServer()

@@ -80,8 +80,8 @@ def launch(nproc, argv, cwd, env, out, err):
     for rank in range(nproc):
         pid = os.fork()
         if pid == 0:
-            env = dict({'OMP_NUM_THREADS': '1'}, **env, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
-                       GROUP_RANK='0', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+            env = {'OMP_NUM_THREADS': '1', **env, 'RANK': str(rank), 'LOCAL_RANK': str(rank), 'WORLD_SIZE': str(nproc),
+                   'LOCAL_WORLD_SIZE': str(nproc), 'GROUP_RANK': '0', 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port)}
             run_child(argv, cwd, env, f'{out}.{rank}', f'{err}.{rank}', own_group=False)
         workers[pid] = rank
     status = 0
@@ -102,6 +102,10 @@ def serve():
         if pid == 0:
             nproc = request.pop('nproc', None)
             launch(nproc, **request) if nproc else run_child(**request)
+        try:  # (the child does it too: whichever comes first, a killpg right after this reply finds the group)
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
         print(json.dumps({'pid': pid}), flush=True)
         _, status = os.waitpid(pid, 0)
         print(json.dumps({'status': os.waitstatus_to_exitcode(status)}), flush=True)

@@ -147,6 +147,11 @@ def test_train_sample_and_export_with_a_trained_tokenizer(tmp_path):
     assert '\n模型训练' in r  # the prompt, then what the model wrote
     # the export: transformers' tokenizer encodes as tokenizer.json does, and the pipeline runs offline
     ok(run('sample.py', f'--out_dir={out}', f'--export_hf={tmp_path / "hf"}', '--device=cpu'))
+    # sampled from the export, sample.py reads the directory's tokenizer.json: the same greedy continuation
+    again = ok(run('sample.py', f'--init_from={tmp_path / "hf"}', '--start=模型训练', '--num_samples=1', '--max_new_tokens=8',
+                   '--temperature=0', '--device=cpu'))
+    continuation = lambda out: [line for line in out.splitlines() if line.startswith('模型训练')]  # noqa: E731
+    assert continuation(again) == continuation(r) and len(continuation(r)) == 1
     from transformers import AutoTokenizer, pipeline
     hf = AutoTokenizer.from_pretrained(tmp_path / 'hf')
     for text in (HELD_OUT, 'mixed English 和中文 🙂 <|endoftext|> end'):

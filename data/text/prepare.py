@@ -27,6 +27,7 @@ Every setting below can be overridden with --key=value.
 import itertools
 import os
 import pickle
+import re
 import sys
 import time
 
@@ -84,12 +85,13 @@ if tokenizer == 'char':
     print(f"vocab size: {len(chars):,}")
 elif tokenizer == 'bpe':
     def pieces(text, size=1 << 20):
-        """text in pieces of ~1 MB, each cut after a newline: the Rust library works on several at
-        once, over every core, and nothing holds the whole text as a list of Python strings."""
+        """text in pieces of ~1 MB, each cut after a newline that starts a line of text (a cut inside
+        a run of whitespace would tokenize it differently): the Rust library works on several at once,
+        over every core, and nothing holds the whole text as a list of Python strings."""
         start = 0
         while start < len(text):
-            end = text.find('\n', start + size)
-            end = len(text) if end < 0 else end + 1
+            cut = re.compile(r'\n(?=\S)').search(text, start + size)
+            end = cut.end() if cut else len(text)
             yield text[start:end]
             start = end
 
