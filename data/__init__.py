@@ -214,17 +214,18 @@ GPT2_BPE_FILES = {
 # decode(ids) -> text, vocab_size (the ids it makes), token_bytes() (each id's bytes of text, for
 # bits per byte) and hf() (the same tokenizer for transformers, shipped with --export_hf).
 
+EOT = '<|endoftext|>'  # the special token between documents (GPT-2's id 50256)
+
 def load_tokenizer(name=None, model_vocab_size=None):
     """The tokenizer that data/<name> was prepared with: its tokenizer.json (a BPE trained on the
     text, data/text/prepare.py --tokenizer=bpe), else its meta.pkl (characters), else GPT-2's BPE
     (also when name is None). With model_vocab_size, checked to fit the model."""
     path = dataset_dir(name) if name else None
+    meta = load_meta(name) if path else None
     if path and os.path.isfile(os.path.join(path, 'tokenizer.json')):
         tokenizer = TrainedBPE(os.path.join(path, 'tokenizer.json'))
-    elif path and load_meta(name) is not None:
-        tokenizer = Characters(load_meta(name), name)
     else:
-        tokenizer = GPT2BPE()
+        tokenizer = Characters(meta, name) if meta is not None else GPT2BPE()
     if model_vocab_size is not None and tokenizer.own and tokenizer.vocab_size != model_vocab_size:
         raise InputError(f"{tokenizer.describe(name)} has {tokenizer.vocab_size} {tokenizer.unit} but the model has "
                          f"{model_vocab_size} tokens: the dataset was prepared again since training; restore its {tokenizer.file}")
@@ -294,7 +295,7 @@ class GPT2BPE:
         return self._enc
 
     def encode(self, text):
-        return self.enc.encode(text, allowed_special={'<|endoftext|>'})
+        return self.enc.encode(text, allowed_special={EOT})
 
     def decode(self, ids):
         return self.enc.decode([i for i in ids if i < self.vocab_size])  # the model pads its vocabulary to 50304
@@ -308,7 +309,8 @@ class GPT2BPE:
         # transformers' GPT-2 tokenizer is the same BPE as tiktoken's: vocab.json is tiktoken's
         # encoder.json and merges.txt its vocab.bpe, which tiktoken keeps in its cache (no download).
         from tiktoken.load import read_file_cached
-        from tokenizers import Tokenizer, models
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+        from transformers import PreTrainedTokenizerFast
         try:
             encoder = read_file_cached(*GPT2_BPE_FILES['encoder.json'])  # checked against the sha256
             merges = read_file_cached(*GPT2_BPE_FILES['vocab.bpe'])
@@ -316,7 +318,13 @@ class GPT2BPE:
             raise InputError(f"cannot load tiktoken's GPT-2 BPE files ({type(e).__name__}); they are downloaded once, "
                              f"so connect to the internet, or set TIKTOKEN_CACHE_DIR to a folder that already holds them")
         merges = [tuple(line.split(' ')) for line in merges.decode().splitlines()[1:] if line]  # line 1: '#version: 0.2'
-        return byte_level_hf(Tokenizer(models.BPE(vocab=json.loads(encoder), merges=merges)), model_max_length)
+        tok = Tokenizer(models.BPE(vocab=json.loads(encoder), merges=merges))
+        # Bytes as printable characters, split by GPT-2's regex, with no space added in front.
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+        return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, bos_token=EOT,
+                                       eos_token=EOT, unk_token=EOT, clean_up_tokenization_spaces=False)
 
 
 class TrainedBPE:
@@ -345,13 +353,12 @@ class TrainedBPE:
         return self.tok.decode(list(ids), skip_special_tokens=False)
 
     def token_bytes(self):
-        if json.loads(self.tok.to_str()).get('decoder', {}).get('type') != 'ByteLevel':
-            return None  # a tokenizer.json of another kind: its tokens are not spelled in bytes
-        byte_of = {ch: b for b, ch in bytes_to_unicode().items()}
+        if (json.loads(self.tok.to_str()).get('decoder') or {}).get('type') != 'ByteLevel':
+            return None  # a tokenizer.json of another kind: its tokens are not spelled one character per byte
+        # a byte-level token is spelled with one printable character per byte (GPT-2's byte-to-unicode map)
         special = {t.content for t in self.tok.get_added_tokens_decoder().values()}
         tokens = [self.tok.id_to_token(i) for i in range(self.vocab_size)]
-        return np.array([0 if t in special else len(t) for t in tokens]) if all(
-            t in special or all(c in byte_of for c in t) for t in tokens) else None
+        return np.array([0 if t in special else len(t) for t in tokens])
 
     def hf(self, model_max_length=None):
         from tokenizers import Tokenizer
@@ -359,30 +366,6 @@ class TrainedBPE:
         special = dict(bos_token=EOT, eos_token=EOT, unk_token=EOT) if self.eot is not None else {}
         return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(self.tok.to_str()),  # a copy, as the file says
                                        model_max_length=model_max_length, clean_up_tokenization_spaces=False, **special)
-
-
-EOT = '<|endoftext|>'
-
-
-def byte_level_hf(tok, model_max_length):
-    """A GPT-2-style byte-level BPE (tokenizers.Tokenizer) as a transformers tokenizer that encodes
-    and decodes exactly as tiktoken or tokenizer.json do: bytes as printable characters, split by
-    GPT-2's regex, with no space added in front; <|endoftext|> as its begin, end and unknown token."""
-    from tokenizers import decoders, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, bos_token=EOT,
-                                   eos_token=EOT, unk_token=EOT, clean_up_tokenization_spaces=False)
-
-
-def bytes_to_unicode():
-    """GPT-2's map of the 256 byte values to printable characters (a byte-level BPE's tokens are
-    strings of these): printable Latin-1 bytes stand for themselves, the rest for chr(256 + n)."""
-    keep = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
-    rest = [b for b in range(256) if b not in keep]
-    return {**{b: chr(b) for b in keep}, **{b: chr(256 + n) for n, b in enumerate(rest)}}
 
 
 def train_bpe(texts, vocab_size):

@@ -44,7 +44,7 @@ val_fraction = 0.1  # the last 10% of the tokens are the validation split
 min_split_tokens = 256  # stop if train or val would be shorter: too short to train or evaluate on
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
-from data import check_splits, dataset_dir, gpt2_encoding, read_text, train_bpe, write_files  # noqa: E402
+from data import EOT, check_splits, dataset_dir, gpt2_encoding, read_text, train_bpe, write_files  # noqa: E402
 configure(globals())
 if not 0 < val_fraction < 1:
     raise SystemExit(f"error: --val_fraction={val_fraction} must lie between 0 and 1 (e.g. 0.1)")
@@ -84,20 +84,22 @@ if tokenizer == 'char':
     outputs['meta.pkl'] = pickle.dumps(meta)  # plain dicts: data.load_meta reads it safely
     print(f"vocab size: {len(chars):,}")
 elif tokenizer == 'bpe':
+    LINE_START = re.compile(r'\n(?=\S)')  # a newline, then text
+
     def pieces(text, size=1 << 20):
         """text in pieces of ~1 MB, each cut after a newline that starts a line of text (a cut inside
         a run of whitespace would tokenize it differently): the Rust library works on several at once,
         over every core, and nothing holds the whole text as a list of Python strings."""
         start = 0
         while start < len(text):
-            cut = re.compile(r'\n(?=\S)').search(text, start + size)
+            cut = LINE_START.search(text, start + size)
             end = cut.end() if cut else len(text)
             yield text[start:end]
             start = end
 
     t0 = time.time()
     bpe = train_bpe((piece for document in documents for piece in pieces(document)), vocab_size)
-    eot = bpe.token_to_id('<|endoftext|>')
+    eot = bpe.token_to_id(EOT)
     print(f"trained a BPE of {bpe.get_vocab_size():,} tokens in {time.time() - t0:.1f} s")
     ids = []
     for document in documents:
