@@ -16,7 +16,6 @@ import json
 import os
 import runpy
 import signal
-import socket
 import sys
 
 # tqdm reads TQDM_DISABLE once, when it is imported, and torch imports it: no progress bars in any run
@@ -69,21 +68,30 @@ def run_child(argv, cwd, env, out, err, own_group=True):
 
 def launch(nproc, argv, cwd, env, out, err):
     """torchrun --standalone's part for the script: nproc copies of it, each told its RANK,
-    LOCAL_RANK, WORLD_SIZE and where rank 0 listens (and one thread each, unless OMP_NUM_THREADS
-    says otherwise); when one fails the others are stopped and
-    the status is 1. Each writes its stdout and stderr to out.RANK and err.RANK."""
+    LOCAL_RANK, WORLD_SIZE and the store to meet at (and one thread each, unless OMP_NUM_THREADS
+    says otherwise); when one fails the others are stopped and the status is 1. Each writes its
+    stdout and stderr to out.RANK and err.RANK. As torchrun's agent does, this process holds the
+    store and the workers connect to it (TORCHELASTIC_USE_AGENT_STORE): its port is bound before
+    anyone learns it, so no other process can take it first, as it can take a port that was found
+    free, closed and bound again later. The store is started after the forks (its server is a
+    thread, and a forked thread does not exist in the child), and its port sent down a pipe."""
     os.setpgid(0, 0)
-    with socket.socket() as s:  # a free port for rank 0's store
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
     workers = {}
     for rank in range(nproc):
+        read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:
+            port = os.read(read_end, 16).decode()
             env = {'OMP_NUM_THREADS': '1', **env, 'RANK': str(rank), 'LOCAL_RANK': str(rank), 'WORLD_SIZE': str(nproc),
-                   'LOCAL_WORLD_SIZE': str(nproc), 'GROUP_RANK': '0', 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port)}
+                   'LOCAL_WORLD_SIZE': str(nproc), 'GROUP_RANK': '0', 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': port,
+                   'TORCHELASTIC_USE_AGENT_STORE': 'True'}
             run_child(argv, cwd, env, f'{out}.{rank}', f'{err}.{rank}', own_group=False)
-        workers[pid] = rank
+        os.close(read_end)
+        workers[pid] = write_end
+    store = torch.distributed.TCPStore('127.0.0.1', 0, is_master=True, wait_for_workers=False, multi_tenant=True)
+    for write_end in workers.values():
+        os.write(write_end, str(store.port).encode())
+        os.close(write_end)
     status = 0
     while workers:
         pid, wait_status = os.wait()
