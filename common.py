@@ -98,6 +98,36 @@ def load_checkpoint(path):
     return checkpoint
 
 
+def check_resume(checkpoint, path, **settings):
+    """Refuse a resume that cannot continue the run: no optimizer state, or settings (block_size, optimizer,
+    lora_rank, lora_alpha) other than the run's own. One line naming the setting to pass."""
+    if not {'optimizer', 'iter_num', 'best_val_loss'} <= set(checkpoint):
+        raise InputError(f"{path} has no optimizer state or iteration count to resume from; start a new run with another --out_dir")
+    lora = checkpoint.get('lora') or dict(rank=0, alpha=settings['lora_alpha'])  # (alpha means nothing without LoRA)
+    saved = dict(block_size=checkpoint['model_args']['block_size'], optimizer='muon' if 'muon' in checkpoint['optimizer'] else 'adamw',
+                 lora_rank=lora['rank'], lora_alpha=lora['alpha'])
+    for name, value in saved.items():
+        if settings[name] != value:
+            raise InputError(f"the checkpoint was trained with {name}={value!r}; resume with --{name}={value}, "
+                             "or start a new run with another --out_dir")
+
+
+def lora_state(model, rank, alpha, base):
+    """A LoRA run's checkpoint entry 'lora', beside the merged weights: what an exact resume needs."""
+    return dict(rank=rank, alpha=alpha, base=base, adapters={k: v for k, v in model.state_dict().items() if '.lora_' in k})
+
+
+def load_lora(model, checkpoint, base):
+    """Put a LoRA checkpoint's updates into model: its frozen base, loaded again, with add_lora's.
+    The base must be the model the run started from: all but the adapted matrices as saved."""
+    model.load_state_dict(checkpoint['lora']['adapters'], strict=False)
+    state, adapted = model.state_dict(), {k.rsplit('.', 1)[0] + '.weight' for k in checkpoint['lora']['adapters']}
+    changed = [k for k, v in checkpoint['model'].items() if k not in adapted and not (k in state and torch.equal(v, state[k]))]
+    if changed:
+        raise InputError(f"{base} is not the model this LoRA run started from (its {changed[0]} differs from the "
+                         "checkpoint's): put that model back, or start a new run with another --out_dir")
+
+
 def rng_state(device):
     """Every random number generator's state, as plain types and CPU tensors (weights_only loads it)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -250,9 +280,16 @@ class MuonAdamW:
     param_groups (both optimizers' groups, so one loop sets every lr), step, zero_grad,
     state_dict and load_state_dict. The state dict holds both states, {'muon': ..., 'adamw': ...}."""
 
-    def __init__(self, muon, adamw):
-        self.muon, self.adamw = muon, adamw
-        self.param_groups = muon.param_groups + adamw.param_groups
+    def __init__(self, matrices, adamw, lr, momentum, weight_decay):
+        if not hasattr(torch.optim, 'Muon'):
+            raise InputError(f"optimizer='muon' needs torch.optim.Muon, new in torch 2.9 (this is torch "
+                             f"{torch.__version__}): upgrade torch, or use --optimizer=adamw")
+        # torch.optim.Muon: SGD with Nesterov momentum whose update of each matrix is orthogonalised
+        # (Newton-Schulz), its lr scaled by sqrt(max(1, rows / cols)), decoupled weight decay.
+        # 'muon': True marks its group for train.py's schedule, which scales it to Muon's own peak lr.
+        self.muon = torch.optim.Muon([{'params': matrices, 'muon': True}], lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.adamw = adamw
+        self.param_groups = self.muon.param_groups + adamw.param_groups
 
     def step(self):
         self.muon.step()

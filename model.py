@@ -63,16 +63,20 @@ def dropout(x, p, training):  # F.dropout, skipped outright where it does nothin
 
 
 class Linear(nn.Linear):
-    """nn.Linear that can also multiply by a copy of its weight repacked into oneDNN's blocked layout
-    (GPT.pack, for generation on a CPU in bfloat16): one token's step then reads the weights at about
-    memory speed, for a second copy of them in memory."""
+    """nn.Linear with two options. LoRA (Hu et al., 2021; GPT.add_lora): W (out, in) frozen, a trainable
+    low-rank update beside it, W + (alpha / r) B @ A, A (r, in), B (out, r) starting at zero: at first the
+    model is exactly as it was. And W repacked into oneDNN's blocked layout (GPT.pack, generation on a CPU
+    in bfloat16): a token's step reads the weights at about memory speed, for a second copy of them."""
 
+    lora_scale = 0.0  # alpha / r once GPT.add_lora has added the parameters lora_A and lora_B; 0: no update
     packed = None  # the repacked weight while GPT.pack holds it; None: the ordinary weight
 
     def forward(self, x):
-        if self.packed is None:
-            return F.linear(x, self.weight, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, 'none', [], '')
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, 'none', [], '')
+        if self.lora_scale:  # B (A x): the (out, in) update itself is never formed
+            return F.linear(x, self.weight, self.bias) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.lora_scale
+        return F.linear(x, self.weight, self.bias)
 
 
 def can_pack(weight):
@@ -84,8 +88,7 @@ def can_pack(weight):
 
 
 class CausalSelfAttention(nn.Module):
-    # CausalSelfAttention.use_sdpa = False: every layer uses the plain attention below (slower, easier to read)
-    use_sdpa = True
+    use_sdpa = True  # CausalSelfAttention.use_sdpa = False: every layer uses the plain attention below (slower, easier to read)
 
     def __init__(self, config, layer):
         super().__init__()
@@ -184,8 +187,7 @@ class GPT(nn.Module):
             ln_f=LayerNorm(config.n_embd, bias=config.bias),
         ))
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
-        # Weight tying: the output layer reads tokens with the same matrix that embeds them.
-        self.transformer.wte.weight = self.lm_head.weight
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying: tokens are read out with the matrix that embeds them
         self.apply(self._init_weights)
         # GPT-2 scales the residual projections by 1/sqrt(number of residual additions).
         for name, p in self.named_parameters():
@@ -193,20 +195,33 @@ class GPT(nn.Module):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     def _init_weights(self, module):
-        if isinstance(module, nn.Linear):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                torch.nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            torch.nn.init.zeros_(module.bias)
+
+    def add_lora(self, rank, alpha, frozen_dtype=None):
+        """Freeze every weight and give each block's four weight matrices a LoRA update, the only weights
+        that train. frozen_dtype: keep those matrices in the dtype autocast multiplies in: half the memory."""
+        self.requires_grad_(False)
+        for block in self.transformer.h:
+            for m in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+                m.weight.data = m.weight.data.to(frozen_dtype or m.weight.dtype)
+                m.lora_A = nn.Parameter(nn.init.kaiming_uniform_(m.weight.new_empty(rank, m.in_features, dtype=torch.float32), a=math.sqrt(5)))
+                m.lora_B = nn.Parameter(m.weight.new_zeros(m.out_features, rank, dtype=torch.float32))
+                m.lora_scale = alpha / rank
+
+    @torch.no_grad()
+    def merged_state_dict(self):
+        """state_dict() as a plain GPT's, under GPT-2's names: each LoRA update added into its weight."""
+        merged = {f'{name}.weight': m.weight.float() + m.lora_B @ m.lora_A * m.lora_scale
+                  for name, m in self.named_modules() if isinstance(m, Linear) and m.lora_scale}
+        return {k: merged.get(k, v) for k, v in self.state_dict().items() if '.lora_' not in k}
 
     def get_num_params(self, non_embedding=True):
         """Number of parameters. The position embeddings are left out by default: they do no
         multiplications. The token embeddings stay in: they are also the output layer."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.transformer.wpe.weight.numel()
-        return n
+        return sum(p.numel() for p in self.parameters()) - (self.transformer.wpe.weight.numel() if non_embedding else 0)
 
     def forward(self, idx, targets=None, cache=None):
         """idx (B, T) token ids -> (logits, loss). With targets (B, T): logits for every position
@@ -263,13 +278,10 @@ class GPT(nn.Module):
                              "pass a directory saved with save_pretrained instead")
         c = hf.config
         # What this GPT implements: GPT-2's activation, MLP width, LayerNorm epsilon and tied embeddings.
-        unsupported = {k: v for k, v, ok in [
-            ('activation_function', c.activation_function, c.activation_function in ('gelu_new', 'gelu_pytorch_tanh')),
-            ('n_inner', c.n_inner, c.n_inner in (None, 4 * c.n_embd)),
-            ('layer_norm_epsilon', c.layer_norm_epsilon, c.layer_norm_epsilon == 1e-5),
-            ('tie_word_embeddings', c.tie_word_embeddings, c.tie_word_embeddings),
-            ('scale_attn_by_inverse_layer_idx', c.scale_attn_by_inverse_layer_idx, not c.scale_attn_by_inverse_layer_idx),
-        ] if not ok}
+        ok = dict(activation_function=c.activation_function in ('gelu_new', 'gelu_pytorch_tanh'), n_inner=c.n_inner in (None, 4 * c.n_embd),
+                  layer_norm_epsilon=c.layer_norm_epsilon == 1e-5, tie_word_embeddings=c.tie_word_embeddings,
+                  scale_attn_by_inverse_layer_idx=not c.scale_attn_by_inverse_layer_idx)
+        unsupported = {k: getattr(c, k) for k, good in ok.items() if not good}
         if unsupported:
             raise InputError(f"{name_or_path} is a GPT-2 variant this model does not implement ({unsupported}); "
                              "only GPT-2's own architecture loads")
@@ -307,11 +319,8 @@ class GPT(nn.Module):
         if self.lm_head.weight is not self.transformer.wte.weight:
             raise InputError("lm_head is not tied to the token embeddings, which GPT-2's format requires")
         # In transformers' layout: Conv1D matrices transposed, lm_head tied to wte, vocab cut, zero biases where we have none.
-        sd = {}
-        for k, v in self.state_dict().items():
-            v = v.detach().to('cpu', dtype)
-            if k != 'lm_head.weight':
-                sd[k] = (v.t() if k.endswith(HF_TRANSPOSED) else v[:vocab_size] if k == 'transformer.wte.weight' else v).contiguous()
+        sd = {k: v.detach().to('cpu', dtype) for k, v in self.merged_state_dict().items() if k != 'lm_head.weight'}
+        sd = {k: (v.t() if k.endswith(HF_TRANSPOSED) else v[:vocab_size] if k == 'transformer.wte.weight' else v).contiguous() for k, v in sd.items()}
         for name, module in self.transformer.named_modules():
             if isinstance(module, (nn.Linear, LayerNorm)) and module.bias is None:
                 sd[f'transformer.{name}.bias'] = torch.zeros(module.weight.size(0), dtype=dtype)
@@ -355,27 +364,19 @@ class GPT(nn.Module):
         # Decay matrices (weights, embeddings); leave biases and LayerNorm gains alone.
         groups = [{'params': [p for p in rest if p.dim() >= 2], 'weight_decay': weight_decay},
                   {'params': [p for p in rest if p.dim() < 2], 'weight_decay': 0.0}]
-        # The fused kernel does the whole update in one launch: faster on CUDA.
-        fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters  # one launch per step
         adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({'fused': True} if fused else {}))
         if muon is None:
             return adamw
-        if not hasattr(torch.optim, 'Muon'):
-            raise InputError(f"optimizer='muon' needs torch.optim.Muon, new in torch 2.9 (this is torch "
-                             f"{torch.__version__}): upgrade torch, or use --optimizer=adamw")
-        # 'muon': True marks these groups for train.py's schedule, which scales them to muon['lr'].
-        # torch.optim.Muon: SGD with Nesterov momentum whose update of each matrix is orthogonalised
-        # (Newton-Schulz), its lr scaled by sqrt(max(1, rows / cols)), decoupled weight decay.
-        return MuonAdamW(torch.optim.Muon([{'params': to_muon, 'muon': True}], lr=muon['lr'],
-                                          momentum=muon['momentum'], weight_decay=muon['weight_decay']), adamw)
+        return MuonAdamW(to_muon, adamw, **muon)
 
     def flops_per_iter(self, fwdbwd_per_iter):
-        """Floating-point operations of fwdbwd_per_iter forward+backward passes of block_size
-        tokens (PaLM paper, appendix B): 6 per parameter per token, plus attention."""
-        N = self.get_num_params()
-        L, H, Q, T = self.config.n_layer, self.config.n_head, self.config.n_embd // self.config.n_head, self.config.block_size
-        flops_per_token = 6 * N + 12 * L * H * Q * T
-        return flops_per_token * T * fwdbwd_per_iter
+        """Floating-point operations of fwdbwd_per_iter forward+backward passes of block_size tokens
+        (PaLM paper, appendix B): per weight and token, 2 forward, 2 backward to the inputs and 2 for
+        its gradient if it trains (6 in all; 4 for LoRA's frozen weights), plus attention."""
+        N, L, H, Q, T = self.get_num_params(), self.config.n_layer, self.config.n_head, self.config.n_embd // self.config.n_head, self.config.block_size
+        trained = sum(p.numel() for n, p in self.named_parameters() if p.requires_grad and n != 'transformer.wpe.weight')
+        return (4 * N + 2 * trained + 12 * L * H * Q * T) * T * fwdbwd_per_iter
 
     def estimate_mfu(self, fwdbwd_per_iter, dt, dtype=torch.bfloat16):
         """Model FLOPs utilisation: achieved FLOP/s over the peak of the GPU in use, as a fraction.
@@ -395,8 +396,7 @@ class GPT(nn.Module):
         finite = True  # whether every step's logits were finite; read once at the end, not per token
         with self.pack(cache is not None and idx.size(1) <= block_size and can_pack(self.lm_head.weight)):
             for _ in range(max_new_tokens):
-                # inference_mode: no_grad, and no version counters either; only the new token leaves it
-                with torch.inference_mode():
+                with torch.inference_mode():  # no_grad, and no version counters either; only the new token leaves it
                     if cache is not None and idx.size(1) <= block_size:
                         # the whole prompt at first, then one token at a time after the cached ones (eager
                         # even under model.compile(): each step's new positions would recompile it)
@@ -418,7 +418,7 @@ class GPT(nn.Module):
     def pack(self, on=True):
         """with model.pack(): every Linear multiplies by a copy of its weight repacked for oneDNN
         (see Linear), dropped when the block ends: no stale copy outlives a change of the weights."""
-        linears = [m for m in self.modules() if isinstance(m, Linear)] if on else []
+        linears = [m for m in self.modules() if isinstance(m, Linear) and not m.lora_scale] if on else []  # (LoRA: unpacked)
         try:
             for m in linears:
                 m.packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), 1)  # laid out for one row at a time

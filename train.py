@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from configurator import configure
 from data import bytes_per_token, load_tokenizer, open_dataset
 from data.hellaswag import GPT2_VOCAB_SIZE, hellaswag_counts, load_hellaswag
-from common import (InputError, gather_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state, setup_device,
+from common import (InputError, gather_state, check_resume, load_checkpoint, load_lora, lora_state, rng_state, save_checkpoint, set_rng_state, setup_device,
                     shard_model, shard_optimizer_state, trim_metrics)
 from model import GPT, GPTConfig
 
@@ -62,6 +62,9 @@ n_head = 12
 n_embd = 768
 dropout = 0.0  # 0 for pretraining, 0.1+ for finetuning
 bias = False  # biases in Linear and LayerNorm layers
+# LoRA, for finetuning: every weight frozen, a low-rank update trained beside each of the blocks' weight matrices
+lora_rank = 0  # the rank r of each update; 0: no LoRA, every weight trains (nanoGPT's full finetuning)
+lora_alpha = 16.0  # the updates are scaled by lora_alpha / lora_rank
 # AdamW
 learning_rate = 6e-4  # peak learning rate
 max_iters = 600000  # optimizer steps in total
@@ -91,15 +94,13 @@ seed = 1337  # for weights, dropout and data order
 # -----------------------------------------------------------------------------
 config = configure(globals())
 
-# Processes: one, or one per GPU (or CPU share) under torchrun. Everything that can fail on one
-# process alone (settings, data, checkpoint) is checked before they join the process group below,
-# so that a failing process stops the run at once instead of leaving the others waiting for it.
+# Processes: one, or one per GPU (or CPU share) under torchrun. What can fail on one process alone (settings,
+# data, checkpoint) is checked before they join the process group, so that a failure stops all at once.
 ddp = 'RANK' in os.environ
 rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if ddp else (0, 0, 1)
 master = rank == 0
 device, device_type, ptdtype, ctx = setup_device(device, dtype, local_rank if ddp else None)
 # Settings that cannot work, refused before anything runs: (refused, the one line that says why).
-srun_copies = 0 if ddp else int(os.environ.get('SLURM_STEP_NUM_TASKS', 1))
 for refused, message in [
     *[(globals()[name] < 1, f"{name}={globals()[name]} must be at least 1") for name in
       ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval', 'eval_iters')],
@@ -109,8 +110,12 @@ for refused, message in [
     (optimizer not in ('adamw', 'muon'), f"unknown optimizer {optimizer!r}: use adamw or muon"),
     (optimizer == 'muon' and learning_rate <= 0, f"learning_rate={learning_rate} must be above 0 with optimizer='muon' (Muon's lr follows it)"),
     (compile not in (None, True, False), f"compile={compile!r}: use True, False or None (on for CUDA only)"),
-    (srun_copies > 1, f"srun started {srun_copies} copies of train.py without torchrun: each would train alone "
-                      "into the same out_dir. Run torchrun under srun (README: Clusters)"),
+    (lora_rank < 0 or lora_alpha <= 0, f"lora_rank={lora_rank}, lora_alpha={lora_alpha}: lora_rank must be 0 (no LoRA) or more, lora_alpha above 0"),
+    (lora_rank > 0 and init_from == 'scratch', "LoRA adapts a trained model: set --init_from (gpt2, ..., gpt2-xl, a directory or resume), or drop --lora_rank"),
+    (lora_rank > 0 and (fsdp or optimizer == 'muon'), f"lora_rank={lora_rank} with {'fsdp=True' if fsdp else 'optimizer=muon'}: "
+                                                       "LoRA trains with AdamW, under DDP: use --optimizer=adamw, drop --fsdp"),
+    (not ddp and int(os.environ.get('SLURM_STEP_NUM_TASKS', 1)) > 1, f"srun started {os.environ.get('SLURM_STEP_NUM_TASKS')} copies "
+     "of train.py without torchrun: each would train alone into the same out_dir. Run torchrun under srun (README: Clusters)"),
     (fsdp and not ddp, "fsdp=True shards the model over the processes that torchrun starts: launch with "
                        "torchrun --nproc_per_node=N train.py ..., or drop --fsdp"),
     (fsdp and device_type not in ('cuda', 'cpu'), f"fsdp=True runs on CUDA GPUs or CPUs, not {device_type}: drop --fsdp"),
@@ -151,10 +156,9 @@ if init_from == 'scratch':
     model = GPT(GPTConfig(**model_args))
 elif init_from == 'resume':
     checkpoint = load_checkpoint(ckpt_path)  # to the CPU: the model and optimizer move their parts below
-    if not {'optimizer', 'iter_num', 'best_val_loss'} <= set(checkpoint):
-        raise InputError(f"{ckpt_path} has no optimizer state or iteration count to resume from; "
-                         "start a new run with another --out_dir")
-    model = GPT.from_checkpoint(checkpoint, dict(dropout=dropout))
+    check_resume(checkpoint, ckpt_path, block_size=block_size, optimizer=optimizer, lora_rank=lora_rank, lora_alpha=lora_alpha)
+    lora = checkpoint.get('lora')  # a LoRA run's: its frozen base is loaded again from where it came from
+    model = GPT.from_pretrained(lora['base'], dict(dropout=dropout)) if lora else GPT.from_checkpoint(checkpoint, dict(dropout=dropout))
     iter_num, best_val_loss = checkpoint['iter_num'], float(checkpoint['best_val_loss'])
     resume_rng = checkpoint.get('rng')  # absent in nanoGPT's checkpoints
 elif init_from.startswith('gpt2') or os.path.isdir(init_from):
@@ -162,9 +166,6 @@ elif init_from.startswith('gpt2') or os.path.isdir(init_from):
 else:
     raise InputError(f"unknown init_from {init_from!r}: use scratch, resume, gpt2, gpt2-medium, gpt2-large, "
                      "gpt2-xl or a directory saved with transformers' save_pretrained")
-if init_from == 'resume' and block_size != model.config.block_size:
-    raise InputError(f"the checkpoint was trained with block_size={model.config.block_size}; resume with "
-                     f"--block_size={model.config.block_size}")
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
 elif block_size > model.config.block_size:
@@ -175,18 +176,20 @@ splits['train'].vocab_size = splits['val'].vocab_size = model.config.vocab_size 
 if eval_hellaswag and model.config.vocab_size < GPT2_VOCAB_SIZE:
     raise InputError(f"eval_hellaswag needs a model with GPT-2's vocabulary (HellaSwag is prepared in GPT-2 tokens), "
                      f"but this one has vocab_size={model.config.vocab_size}; use --eval_hellaswag=False")
+if lora_rank:
+    lora_base = lora['base'] if checkpoint is not None else os.path.abspath(init_from) if os.path.isdir(init_from) else init_from
+    model.add_lora(lora_rank, lora_alpha, ptdtype if ptdtype != torch.float32 else None)  # (bf16/fp16: autocast's products)
+    if checkpoint is not None:
+        load_lora(model, checkpoint, lora_base)
 model.recompute = recompute
 if not fsdp:  # (FSDP moves the model to the device shard by shard, below)
     model.to(device)
 torch.manual_seed(seed + rank)  # a different dropout in each process
 if master:
-    print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, {model_args}")
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)  # (LoRA: its updates alone)
+    print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, {trained:,} of them trained, {model_args}")
 
 scaler = torch.amp.GradScaler(device_type, enabled=(ptdtype == torch.float16))  # fp16 needs loss scaling
-if checkpoint is not None and ('muon' in checkpoint['optimizer']) != (optimizer == 'muon'):
-    saved = 'muon' if 'muon' in checkpoint['optimizer'] else 'adamw'
-    raise InputError(f"the checkpoint was trained with optimizer={saved!r}; resume with --optimizer={saved}, "
-                     "or start a new run with another --out_dir")
 muon = dict(lr=muon_lr, momentum=muon_momentum, weight_decay=muon_weight_decay) if optimizer == 'muon' else None
 
 metrics_path = os.path.join(out_dir, 'metrics.jsonl')  # one JSON object per log line and per evaluation (master only)
@@ -218,8 +221,7 @@ if fsdp:
     shard_model(model, device_type, ptdtype, world_size)
     if master:
         whole, local = model.get_num_params(False), sum(p.to_local().numel() for p in model.parameters())
-        print(f"fsdp: each process holds {local / whole:.1%} of the weights, gradients and optimizer state "
-              f"({local * 4 / 1e6:,.1f} of {whole * 4 / 1e6:,.1f} MB of float32 weights)")
+        print(f"fsdp: each process holds {local / whole:.1%} of the weights, gradients and optimizer state ({local * 4 / 1e6:,.1f} MB of weights)")
 opt = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, muon)  # (optimizer: the setting)
 if checkpoint is not None:  # a whole state dict, whatever wrote it; FSDP keeps its own shard of each tensor
     opt.load_state_dict(shard_optimizer_state(checkpoint['optimizer'], opt) if fsdp else checkpoint['optimizer'])
@@ -260,14 +262,12 @@ def estimate_loss():
 
 @torch.no_grad()
 def evaluate_hellaswag():
-    """[examples, right by summed loss, right by mean loss] over all processes, each scoring its
-    share. The raw model: its batches differ in length, which would recompile a compiled one."""
+    """[examples, right by summed loss, right by mean loss], all processes' shares summed. The raw
+    model: its batches differ in length, which would recompile a compiled one."""
     raw_model.eval()
     with ctx:
         counts = hellaswag_counts(raw_model, hellaswag, hellaswag_limit, block_size, max(1, batch_size // 4),
                                   device, rank, world_size)  # batch_size rows (4 per example) per forward
-    if ddp:
-        dist.all_reduce(counts)
     raw_model.train()
     return counts.tolist()
 
@@ -289,7 +289,8 @@ def save():
     states = [rng_state(device)] * world_size  # every process's, so that a resumed run continues each one's dropout
     if ddp:
         dist.all_gather_object(states, rng_state(device))
-    model_state, optimizer_state = raw_model.state_dict(), opt.state_dict()
+    model_state, optimizer_state = raw_model.merged_state_dict(), opt.state_dict()  # (LoRA: its updates added in)
+    extra = {'lora': lora_state(raw_model, lora_rank, lora_alpha, lora_base)} if lora_rank else {}  # (for an exact resume)
     if fsdp:  # gathered whole, so that the checkpoint is the same as DDP's: any number of processes resume from it
         # (from the parameters themselves, not state_dict()'s copies: the tied embedding and output layer stay one tensor)
         model_state = gather_state({**model_state, **dict(raw_model.named_parameters(remove_duplicate=False))}, master)
@@ -297,13 +298,12 @@ def save():
     if master:
         save_checkpoint({'model': model_state, 'optimizer': optimizer_state,
                          'model_args': model_args, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
-                         'config': config, 'scaler': scaler.state_dict(), 'rng': states}, ckpt_path)
+                         'config': config, 'scaler': scaler.state_dict(), 'rng': states, **extra}, ckpt_path)
         print(f"saved {ckpt_path} at iter {iter_num}")
     last_saved = f"{ckpt_path} (iter {iter_num})"
 
 
-def stop_not_finite(what):
-    # Stop before anything non-finite reaches a checkpoint.
+def stop_not_finite(what):  # stops before anything non-finite reaches a checkpoint
     raise InputError(f"{what}; stopped without saving. Last good checkpoint: {last_saved}. "
                      "Try a lower learning_rate, bfloat16 instead of float16, or grad_clip")
 
@@ -318,8 +318,8 @@ nonfinite = torch.zeros(2, device=device)  # steps so far whose [loss, gradient 
 
 
 def read_step():
-    """(the last step's mean loss over all processes, its gradient norm, whether any process was
-    asked to stop). Stops the run, saving nothing, if a step so far was not finite."""
+    """(the last step's mean loss over all processes, its gradient norm, whether any process was asked
+    to stop). Stops the run, saving nothing, if a step so far was not finite."""
     stats = torch.cat([loss_sum.view(1), nonfinite, torch.tensor([float(stop_requested is not None)], device=device)])
     if ddp:  # every process sees the same values, so they stop together
         dist.all_reduce(stats)

@@ -26,6 +26,7 @@ import torch  # noqa: F401, E402
 import torch._dynamo  # noqa: F401, E402  (every optimizer imports it when it is made: ~1.8 s)
 import torch.distributed  # noqa: F401, E402
 import torch.nn.parallel  # noqa: F401, E402
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: F401, E402  (~5 s: each run that reads or writes GPT-2 weights)
 
 
 def run_child(argv, cwd, env, out, err, own_group=True):

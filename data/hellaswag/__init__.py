@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from common import InputError
@@ -84,11 +85,11 @@ def ending_losses(model, examples, block_size, device):
 
 
 def hellaswag_counts(model, hellaswag, limit, block_size, batch_examples, device, rank=0, world_size=1):
-    """[examples scored, right by summed loss (acc), right by mean loss (acc_norm)] on this
-    process's share of the first `limit` examples (all when limit is 0). The examples are cut
-    into fixed batches of batch_examples and batch b goes to process b % world_size, so every
-    batch is computed exactly as in a single process: the counts summed over processes equal a
-    single process's counts exactly. Every process runs as many forward passes (one that has no
+    """[examples scored, right by summed loss (acc), right by mean loss (acc_norm)] on the first
+    `limit` examples (all when limit is 0), each of world_size processes scoring its share. The
+    examples are cut into fixed batches of batch_examples and batch b goes to process b %
+    world_size, so every batch is computed exactly as in a single process: the counts summed over
+    processes equal a single process's counts exactly. Every process runs as many forward passes (one that has no
     batch left repeats its last, uncounted): an FSDP model needs all of them in each one."""
     n = min(limit, len(hellaswag)) if limit > 0 else len(hellaswag)
     starts = range(0, n, batch_examples)
@@ -103,4 +104,6 @@ def hellaswag_counts(model, hellaswag, limit, block_size, batch_examples, device
         counts[0] += len(examples)
         counts[1] += (summed.argmin(1) == labels).sum()  # argmin: the first of equal losses
         counts[2] += (mean.argmin(1) == labels).sum()
+    if world_size > 1:  # every process's counts, summed
+        dist.all_reduce(counts)
     return counts
