@@ -74,8 +74,8 @@ class Linear(nn.Linear):
     def forward(self, x):
         if self.packed is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, 'none', [], '')
-        if self.lora_scale:  # B (A x): the (out, in) update itself is never formed
-            return F.linear(x, self.weight, self.bias) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.lora_scale
+        if self.lora_scale:  # W x + scale B (A x), added in place: no (out, in) update, no second (B, T, out) output
+            return F.linear(x, self.weight, self.bias).add_(F.linear(F.linear(x, self.lora_A), self.lora_B), alpha=self.lora_scale)
         return F.linear(x, self.weight, self.bias)
 
 
