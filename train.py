@@ -2,8 +2,7 @@
 Train a GPT, or finetune one, from a laptop CPU to many GPU nodes. Defaults: GPT-2 124M on
 OpenWebText. Settings below; change them with config files and --key=value (see --help).
 
-A small model on a CPU, in a few minutes:
-    python data/shakespeare_char/prepare.py
+A small model on a CPU, in a few minutes: python data/shakespeare_char/prepare.py, then
     python train.py config/train_shakespeare_char_cpu.py
 
 One GPU:                python train.py config/train_shakespeare_char.py
@@ -181,6 +180,8 @@ if lora_rank:
     model.add_lora(lora_rank, lora_alpha, ptdtype if ptdtype != torch.float32 else None)  # (bf16/fp16: autocast's products)
     if checkpoint is not None:
         load_lora(model, checkpoint, lora_base)
+    for p in model.parameters():  # the updates' gradients are kept from here on: see opt.zero_grad
+        p.grad = torch.zeros_like(p) if p.requires_grad else None
 model.recompute = recompute
 if not fsdp:  # (FSDP moves the model to the device shard by shard, below)
     model.to(device)
@@ -251,7 +252,7 @@ def estimate_loss():
         for _ in range(eval_iters):
             X, Y = splits[split].batch(batch_size, block_size, generator, device)
             with ctx:
-                _, loss = model(X, Y)
+                loss = model(X, Y)[1]
             losses[i] += loss.float() / eval_iters
     if ddp:
         dist.all_reduce(losses)
@@ -262,8 +263,7 @@ def estimate_loss():
 
 @torch.no_grad()
 def evaluate_hellaswag():
-    """[examples, right by summed loss, right by mean loss], all processes' shares summed. The raw
-    model: its batches differ in length, which would recompile a compiled one."""
+    """[examples, right by summed loss, right by mean loss] over all processes; raw_model: the lengths vary."""
     raw_model.eval()
     with ctx:
         counts = hellaswag_counts(raw_model, hellaswag, hellaswag_limit, block_size, max(1, batch_size // 4),
@@ -403,7 +403,7 @@ while True:
             raw_model.set_requires_gradient_sync(reduce_now)
         with model.no_sync() if ddp and not fsdp and not reduce_now else nullcontext():
             with ctx:
-                _, loss = model(X, Y)
+                loss = model(X, Y)[1]  # (the logits are not kept: at GPT-2's vocabulary they are the largest activation)
             scaler.scale(loss / micro_steps).backward()
         loss_sum += loss.detach().float()
     scaler.unscale_(opt)
@@ -415,7 +415,7 @@ while True:
         nonfinite[1] += ~torch.isfinite(grad_norm)
     scaler.step(opt)
     scaler.update()
-    opt.zero_grad(set_to_none=True)
+    opt.zero_grad(set_to_none=not lora_rank)  # (LoRA keeps its few gradients: made anew in each backward pass they pinned freed memory on a CPU)
     iter_num += 1
     iters_since_log += 1
 
