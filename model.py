@@ -64,10 +64,9 @@ def dropout(x, p, training):  # F.dropout, skipped outright where it does nothin
 
 
 class Linear(nn.Linear):
-    """nn.Linear with two options. LoRA (Hu et al., 2021; GPT.add_lora): W (out, in) frozen, a trainable
-    low-rank update beside it, W + (alpha / r) B @ A, A (r, in), B (out, r) starting at zero: at first the
-    model is exactly as it was. And W repacked into oneDNN's blocked layout (GPT.pack, generation on a CPU
-    in bfloat16): a token's step reads the weights at about memory speed, for a second copy of them."""
+    """nn.Linear with two options. LoRA (Hu et al., 2021; GPT.add_lora): W (out, in) frozen beside a trained update
+    W + (alpha / r) B @ A, A (r, in), B (out, r) starting at zero, so the model starts exactly as it was. And W
+    repacked for oneDNN (GPT.pack, generation on a CPU in bfloat16): a token's step reads it at about memory speed."""
 
     lora_scale = 0.0  # alpha / r once GPT.add_lora has added the parameters lora_A and lora_B; 0: no update
     packed = None  # the repacked weight while GPT.pack holds it; None: the ordinary weight
@@ -76,9 +75,10 @@ class Linear(nn.Linear):
         p = self._parameters
         if self.packed is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, p['bias'], 'none', [], '')
-        if self.lora_scale:  # W x + scale B (A x), added in place: no (out, in) update, no second (B, T, out) output
-            return F.linear(x, self.weight, self.bias).add_(F.linear(F.linear(x, self.lora_A), self.lora_B), alpha=self.lora_scale)
-        return F.linear(x, p['weight'], p['bias'])
+        y = F.linear(x, p['weight'], p['bias'])
+        if self.lora_scale:  # + scale B (A x), added in place: no (out, in) update, no second (B, T, out) output
+            y.add_(F.linear(F.linear(x, p['lora_A']), p['lora_B']), alpha=self.lora_scale)
+        return y
 
 
 def can_pack(weight):
@@ -173,10 +173,10 @@ class KVCache:
             dtype = torch.promote_types(k.dtype, torch.float32) if k.device.type == 'cpu' else k.dtype
             self.k = [k.new_empty(B, nh, self.block_size, hs, dtype=dtype) for _ in range(self.n_layer)]
             self.v = [v.new_empty(B, nh, self.block_size, hs, dtype=dtype) for _ in range(self.n_layer)]
-        K, V, end = self.k[layer], self.v[layer], self.length + k.size(2)
-        K.narrow(2, self.length, k.size(2)).copy_(k)  # (narrow, not K[:, :, a:b]: fewer Python steps per token)
-        V.narrow(2, self.length, k.size(2)).copy_(v)
-        return K.narrow(2, 0, end), V.narrow(2, 0, end)
+        K, V, T = self.k[layer], self.v[layer], k.size(2)
+        K.narrow(2, self.length, T).copy_(k)  # (narrow, not K[:, :, a:b]: fewer Python steps per token)
+        V.narrow(2, self.length, T).copy_(v)
+        return K.narrow(2, 0, self.length + T), V.narrow(2, 0, self.length + T)
 
 
 class GPT(nn.Module):
