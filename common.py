@@ -10,10 +10,12 @@ check --out_dir, ..."); the scripts print it as `error: ...` and exit with statu
 (configurator.configure installs that). In a notebook it is an ordinary exception.
 """
 
+import atexit
 import json
 import os
 import random
 import shutil
+import sys
 import uuid
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -351,6 +353,20 @@ def gather_state(state, keep):
         return value
     state = gather(state)
     return state if keep else None
+
+
+def end_distributed_run():
+    """The end of a good distributed run: destroy the process group, run the exit handlers (wandb's
+    among them), then end the process with status 0 without the interpreter's teardown. gloo's worker
+    threads outlive destroy_process_group, and one still letting go of a tensor as the interpreter
+    tears itself down aborts the process (SIGABRT, "terminate called without an active exception"):
+    torchrun then reports a good run as failed (~1 run in 20 on 2 busy CPU cores)."""
+    import torch.distributed as dist
+    dist.destroy_process_group()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def shard_optimizer_state(state_dict, optimizer):

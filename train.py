@@ -29,8 +29,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from configurator import configure
 from data import bytes_per_token, load_tokenizer, open_dataset
 from data.hellaswag import GPT2_VOCAB_SIZE, hellaswag_counts, load_hellaswag
-from common import (InputError, gather_state, check_resume, load_checkpoint, load_lora, lora_state, rng_state, save_checkpoint, set_rng_state, setup_device,
-                    shard_model, shard_optimizer_state, trim_metrics)
+from common import (InputError, end_distributed_run, gather_state, check_resume, load_checkpoint, load_lora, lora_state, rng_state,
+                    save_checkpoint, set_rng_state, setup_device, shard_model, shard_optimizer_state, trim_metrics)
 from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
@@ -447,4 +447,4 @@ while True:
 
 if ddp:
     dist.barrier()  # rank 0 may still be writing the checkpoint
-    dist.destroy_process_group()
+    end_distributed_run()  # destroy_process_group(), the exit handlers, then status 0 without the interpreter's teardown
