@@ -66,18 +66,24 @@ def test_fsdp_checkpoint_resumes_anywhere_and_samples(char_data, tmp_path):
 
 
 # Runs train.py in each process and writes, per process, how many elements of the parameters and
-# of the optimizer state it holds (FSDP: its local shards) and how many the whole model has.
+# of the optimizer state it holds (FSDP: its local shards) and how many the whole model has. (From an
+# exit handler: a distributed run ends the process itself, after its exit handlers.)
 COUNT_SHARDS = """
-import json, os, runpy, sys
+import atexit, json, os, sys
 sys.path.insert(0, {root!r})
 sys.argv = sys.argv[1:]
-g = runpy.run_path(sys.argv[0], run_name='__main__')
-local = lambda t: t.to_local() if hasattr(t, 'to_local') else t
-params = list(g['raw_model'].parameters())
-state = [v for s in g['opt'].state.values() for v in s.values() if v.dim() > 0]
-counts = dict(params=sum(local(p).numel() for p in params), whole=sum(p.numel() for p in params),
-              state=sum(local(v).numel() for v in state), whole_state=sum(v.numel() for v in state))
-json.dump(counts, open(os.path.join({out!r}, 'counts%s.json' % os.environ['RANK']), 'w'))
+g = dict(__name__='__main__', __file__=sys.argv[0])
+
+def count():
+    local = lambda t: t.to_local() if hasattr(t, 'to_local') else t
+    params = list(g['raw_model'].parameters())
+    state = [v for s in g['opt'].state.values() for v in s.values() if v.dim() > 0]
+    counts = dict(params=sum(local(p).numel() for p in params), whole=sum(p.numel() for p in params),
+                  state=sum(local(v).numel() for v in state), whole_state=sum(v.numel() for v in state))
+    json.dump(counts, open(os.path.join({out!r}, 'counts%s.json' % os.environ['RANK']), 'w'))
+
+atexit.register(count)
+exec(compile(open(sys.argv[0]).read(), sys.argv[0], 'exec'), g)
 """
 
 
