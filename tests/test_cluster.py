@@ -164,7 +164,7 @@ def test_sigterm_after_the_save_line_under_torchrun_exits_0(char_data, tmp_path)
 
 def test_a_distributed_run_ends_without_the_interpreter_teardown(char_data, tmp_path):
     # gloo's threads outlive destroy_process_group, and the interpreter's teardown can then abort a
-    # good run (SIGABRT, ~1 run in 20 under torchrun on 2 busy cores): a distributed run ends after
+    # good run (SIGABRT, 1 tiny run in ~150 under torchrun on 2 busy cores): a distributed run ends after
     # its exit handlers, without the teardown. Here the teardown would abort every time (an object
     # whose deletion aborts), and an exit handler leaves a file behind.
     ran = tmp_path / 'exit handler ran'
