@@ -75,6 +75,24 @@ def atomic_write(path, unique=True):
 # Checkpoints: out_dir/ckpt.pt, nanoGPT's keys (model, optimizer, model_args, iter_num,
 # best_val_loss, config) plus what an exact resume needs (rng, scaler); and out_dir/metrics.jsonl.
 
+def check_out_dir(out_dir):
+    """Refuse an out_dir that cannot take a checkpoint (empty, a file, not writable) before any
+    work is done; make it if it is missing."""
+    if not out_dir:
+        raise InputError("out_dir is empty: name the folder for the checkpoint, e.g. --out_dir=out")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise InputError(f"out_dir {out_dir} is a file, not a folder: choose another --out_dir")
+    probe = temporary_name(os.path.join(out_dir, 'write-test'))
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(probe, 'wb'):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise InputError(f"cannot write in out_dir {out_dir} ({e.strerror}): choose another --out_dir, "
+                         "or make it writable") from e
+
+
 def save_checkpoint(checkpoint, path):
     with atomic_write(path, unique=False) as tmp, open(tmp, 'wb') as f:  # (a checkpoint has one writer: rank 0)
         torch.save(checkpoint, f)
@@ -100,6 +118,33 @@ def load_checkpoint(path):
     return checkpoint
 
 
+def latest_checkpoint(out_dir):
+    """The path of the checkpoint that --init_from=resume continues: out_dir/ckpt.pt, or
+    out_dir/last.pt where a run that keeps only its best model (always_save_checkpoint=False) was
+    stopped later than its best evaluation. None when out_dir holds neither."""
+    paths = [os.path.join(out_dir, name) for name in ('ckpt.pt', 'last.pt')]
+    present = [path for path in paths if os.path.isfile(path)]
+    if not present:
+        return None
+    return max(present, key=lambda path: load_checkpoint(path).get('iter_num', 0))
+
+
+def set_aside(paths):
+    """Rename each existing file of paths to NAME.prev (NAME.prev2, NAME.prev3, ... where that is
+    taken), one suffix for all of them, so that a new run never destroys an earlier one. Returns
+    the new names."""
+    present = [path for path in paths if os.path.exists(path)]
+    n = 1
+    while any(os.path.exists(f"{path}.prev{n if n > 1 else ''}") for path in present):
+        n += 1
+    moved = []
+    for path in present:
+        new = f"{path}.prev{n if n > 1 else ''}"
+        os.replace(path, new)
+        moved.append(new)
+    return moved
+
+
 def check_resume(checkpoint, path, **settings):
     """Refuse a resume that cannot continue the run: no optimizer state, or settings (block_size, optimizer,
     lora_rank, lora_alpha) other than the run's own. One line naming the setting to pass."""
@@ -115,19 +160,34 @@ def check_resume(checkpoint, path, **settings):
 
 
 def lora_state(model, rank, alpha, base):
-    """A LoRA run's checkpoint entry 'lora', beside the merged weights: what an exact resume needs."""
-    return dict(rank=rank, alpha=alpha, base=base, adapters={k: v for k, v in model.state_dict().items() if '.lora_' in k})
+    """A LoRA run's checkpoint entry 'lora', beside the merged weights: what an exact resume needs
+    (the updates, and where the frozen base came from and in which dtype it was kept)."""
+    adapters = {k: v for k, v in model.state_dict().items() if '.lora_' in k}
+    frozen = model.transformer.h[0].attn.c_attn.weight.dtype
+    return dict(rank=rank, alpha=alpha, base=base, adapters=adapters, frozen_dtype=str(frozen))
 
 
 def load_lora(model, checkpoint, base):
     """Put a LoRA checkpoint's updates into model: its frozen base, loaded again, with add_lora's.
-    The base must be the model the run started from: all but the adapted matrices as saved."""
-    model.load_state_dict(checkpoint['lora']['adapters'], strict=False)
-    state, adapted = model.state_dict(), {k.rsplit('.', 1)[0] + '.weight' for k in checkpoint['lora']['adapters']}
-    changed = [k for k, v in checkpoint['model'].items() if k not in adapted and not (k in state and torch.equal(v, state[k]))]
+    The base must be the model the run started from: every weight as saved, and base + update
+    equal to the saved merged weights (to float32 rounding; to 16-bit rounding where the run kept
+    the base in another dtype than this one)."""
+    lora = checkpoint['lora']
+    model.load_state_dict(lora['adapters'], strict=False)
+    state, merged = model.state_dict(), model.merged_state_dict()
+    adapted = {k.rsplit('.', 1)[0] + '.weight' for k in lora['adapters']}
+    same_dtype = lora.get('frozen_dtype') == str(model.transformer.h[0].attn.c_attn.weight.dtype)
+    rtol = 1e-5 if same_dtype else 2 ** -7  # (bfloat16 keeps 8 bits of mantissa)
+
+    def differs(k, v):
+        if k in adapted:
+            return not torch.allclose(merged[k], v.float(), rtol=rtol, atol=1e-7)
+        return not (k in state and torch.equal(v, state[k]))
+    changed = [k for k, v in checkpoint['model'].items() if differs(k, v)]
     if changed:
-        raise InputError(f"{base} is not the model this LoRA run started from (its {changed[0]} differs from the "
-                         "checkpoint's): put that model back, or start a new run with another --out_dir")
+        raise InputError(f"{base} is not the model this LoRA run started from (its {changed[0]} differs "
+                         "from the checkpoint's): put that model back, or start a new run with another "
+                         "--out_dir")
 
 
 def rng_state(device):
@@ -176,11 +236,12 @@ def trim_metrics(path, iter_num, evaluates_now):
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 
-def setup_device(device='auto', dtype='auto', local_rank=None):
+def setup_device(device='auto', dtype='auto', local_rank=None, local_world_size=None):
     """Resolve 'auto' and check what was asked for. Returns (device, device_type, ptdtype, ctx):
     ctx is the autocast context for forward passes (a no-op in float32). local_rank: this
     process's index on its node under torchrun; on CUDA it picks (and makes current) GPU
-    local_rank, or the only GPU a process sees (srun --gpus-per-task=1)."""
+    local_rank, or the only GPU a process sees (srun --gpus-per-task=1). local_world_size:
+    torchrun's processes on this node (LOCAL_WORLD_SIZE), which must each have a GPU of their own."""
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
     try:
@@ -199,9 +260,12 @@ def setup_device(device='auto', dtype='auto', local_rank=None):
             if torch.device(device).index is not None:
                 raise InputError(f"--device={device} under torchrun, where each process takes the GPU of its "
                                  "local rank: use --device=cuda, and CUDA_VISIBLE_DEVICES to choose the GPUs")
-            if count > 1 and local_rank >= count:
-                raise InputError(f"local rank {local_rank}, but this process sees only {count} GPUs: start "
-                                 f"at most {count} processes per node (torchrun --nproc_per_node={count})")
+            too_many = local_world_size is not None and local_world_size > count
+            if too_many or (count > 1 and local_rank >= count):
+                of = f" of {local_world_size} processes on this node" if local_world_size else ""
+                raise InputError(f"local rank {local_rank}{of}, but this process sees only {count} GPUs: "
+                                 f"start at most {count} processes per node, one per GPU "
+                                 f"(torchrun --nproc_per_node={count})")
             device = f'cuda:{0 if count == 1 else local_rank}'  # one GPU visible: srun --gpus-per-task=1
         if torch.device(device).index is not None:
             # Before anything touches the GPU: otherwise every process opens a context on GPU 0.
@@ -315,6 +379,20 @@ class MuonAdamW:
 # FSDP (train.py --fsdp=True under torchrun): each process keeps 1/N of every parameter, gradient
 # and optimizer state, and gathers one block's whole weights only while it computes that block.
 
+def torch_version():
+    """The installed torch's (major, minor) version."""
+    major, minor = torch.__version__.split('.')[:2]
+    return int(major), int(minor)
+
+
+def check_fsdp_support():
+    """FSDP here is FSDP2 (fully_shard, public in torch 2.6) with distribute_tensor's
+    src_data_rank (also 2.6): one line where torch is older."""
+    if torch_version() < (2, 6):
+        raise InputError(f"fsdp=True needs torch 2.6 or later (this is torch {torch.__version__}): "
+                         "upgrade torch, or drop --fsdp (DDP works from torch 2.4)")
+
+
 def shard_model(model, device_type, dtype, world_size):
     """Shard the model over the processes with FSDP2, in place: each Block on its own, then the
     rest (the embeddings, tied with the output layer, and the last LayerNorm). The weights move to
@@ -323,6 +401,7 @@ def shard_model(model, device_type, dtype, world_size):
     bfloat16 too, as in torchtitan) and gradients are reduced in float32. In float16 the weights
     are gathered in float32 and autocast casts them, as under DDP: a float16 residual stream
     could overflow."""
+    check_fsdp_support()
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     mesh = init_device_mesh(device_type, (world_size,))
@@ -390,19 +469,30 @@ def shard_optimizer_state(state_dict, optimizer):
 # -----------------------------------------------------------------------------
 # Export (sample.py --export_hf).
 
+# The files an export writes, in transformers' names: --overwrite=True replaces these in a folder
+# and keeps everything else there (a checkpoint, metrics, notes).
+EXPORT_FILES = ('config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json',
+                'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja')
+
+
 def save_hf_directory(model, path, tokenizer=None, dtype=torch.float32, overwrite=False):
     """Write path as a transformers GPT-2 directory: the model's weights and configs
     (GPT.save_pretrained) and, when given, its tokenizer (a transformers tokenizer,
     tokenizer.hf() of data.load_tokenizer), which GPT2LMHeadModel.from_pretrained, pipeline('text-generation') and
     GPT.from_pretrained read. All of it goes to a temporary directory first, so a failure leaves
-    path as it was."""
+    path as it was. A folder that is not empty takes the export only with overwrite=True, which
+    replaces the export's own files there (EXPORT_FILES) and nothing else."""
     path = os.path.normpath(path)  # no trailing slash
     if os.path.exists(path) and not os.path.isdir(path):
         raise InputError(f"{path} is a file, not a directory: choose another --export_hf")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise InputError(f"{path} exists and is not empty: choose another directory, or --overwrite=True to replace it")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_write(path) as tmp:
+    present = os.listdir(path) if os.path.isdir(path) else []
+    if present and not overwrite:
+        raise InputError(f"{path} exists and is not empty: choose another directory, or --overwrite=True to "
+                         "replace the export's own files there (config.json, model.safetensors, ...; "
+                         "other files are kept)")
+    tmp = temporary_name(path)
+    try:
+        os.makedirs(tmp)
         model.save_pretrained(tmp, dtype, tokenizer)  # (the weights and configs, for this tokenizer)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -418,9 +508,22 @@ def save_hf_directory(model, path, tokenizer=None, dtype=torch.float32, overwrit
         # made as usual, for sharing or uploading
         umask = os.umask(0)
         os.umask(umask)
-        for name in os.listdir(tmp):
+        written = os.listdir(tmp)
+        for name in written:
             os.chmod(os.path.join(tmp, name), 0o666 & ~umask)
+        if not present:  # the whole folder at once
+            os.replace(tmp, path)
+        else:  # the export's files replace their namesakes; an earlier export's others go
+            for name in written:
+                os.replace(os.path.join(tmp, name), os.path.join(path, name))
+            for name in set(EXPORT_FILES) & set(present) - set(written):
+                os.remove(os.path.join(path, name))
+    except OSError as e:
+        raise InputError(f"cannot write {e.filename or path} ({e.strerror}); check the free disk space, "
+                         "or export elsewhere") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     c, size = model.config, os.path.getsize(os.path.join(path, 'model.safetensors'))
     print(f"wrote {path}: GPT-2 format, {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context "
-          f"{c.block_size}, vocab {len(tokenizer) if tokenizer is not None else c.vocab_size}, "
+          f"{c.block_size} tokens (a prompt and its new tokens together), vocab {len(tokenizer) if tokenizer is not None else c.vocab_size}, "
           f"{str(dtype).removeprefix('torch.')} weights ({size / 1e6:.1f} MB){'' if tokenizer is not None else ', no tokenizer'}")

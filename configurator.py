@@ -32,10 +32,13 @@ class ConfigError(InputError):
 
 def report_errors():
     """Make an InputError that nothing catches (a bad setting, a missing file, anything the
-    library code refuses) end the script as one line, `error: ...`, with exit status 1 and no
-    traceback. Every other exception keeps its traceback."""
+    library code refuses), or an OSError with the machine's reason (a full disk, no permission),
+    end the script as one line, `error: ...`, with exit status 1 and no traceback. Every other
+    exception keeps its traceback."""
     def report(kind, error, traceback):
         if issubclass(kind, InputError):
+            print(f"error: {error}", file=sys.stderr)
+        elif issubclass(kind, OSError) and error.strerror:  # the machine refused: a full disk, a permission
             print(f"error: {error}", file=sys.stderr)
         else:
             sys.__excepthook__(kind, error, traceback)

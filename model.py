@@ -24,6 +24,8 @@ from torch.utils.checkpoint import checkpoint
 
 from common import InputError, MuonAdamW, device_peak_flops
 
+# OpenAI's GPT-2 models on the Hugging Face hub (from_pretrained downloads them).
+GPT2_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 # transformers' GPT-2 stores these Linear weights transposed (OpenAI's Conv1D module).
 HF_TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 
@@ -39,6 +41,12 @@ class GPTConfig:
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2; False is a bit faster
 
     def __post_init__(self):
+        for name in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd'):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name}={getattr(self, name)} must be at least 1")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"dropout={self.dropout} must lie in [0, 1): the share of activations "
+                             "zeroed in training (0 to pretrain, ~0.1 to finetune)")
         if self.n_embd % self.n_head != 0:
             raise InputError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
                              "pick n_embd as a multiple of n_head (e.g. n_head=6, n_embd=384)")
@@ -264,7 +272,7 @@ class GPT(nn.Module):
         override_args = override_args or {}
         if set(override_args) - {'dropout'}:
             raise InputError(f"from_pretrained can only override dropout, not {sorted(set(override_args) - {'dropout'})}")
-        names = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
+        names = GPT2_NAMES
         if os.path.isdir(name_or_path):
             config_file = os.path.join(name_or_path, 'config.json')
             model_type = json.loads(open(config_file).read()).get('model_type') if os.path.isfile(config_file) else None
@@ -284,7 +292,8 @@ class GPT(nn.Module):
         # What this GPT implements: GPT-2's activation, MLP width, LayerNorm epsilon and tied embeddings.
         ok = dict(activation_function=c.activation_function in ('gelu_new', 'gelu_pytorch_tanh'), n_inner=c.n_inner in (None, 4 * c.n_embd),
                   layer_norm_epsilon=c.layer_norm_epsilon == 1e-5, tie_word_embeddings=c.tie_word_embeddings,
-                  scale_attn_by_inverse_layer_idx=not c.scale_attn_by_inverse_layer_idx)
+                  scale_attn_by_inverse_layer_idx=not c.scale_attn_by_inverse_layer_idx,
+                  scale_attn_weights=c.scale_attn_weights)  # (attention scores divided by sqrt(head size))
         unsupported = {k: getattr(c, k) for k, good in ok.items() if not good}
         if unsupported:
             raise InputError(f"{name_or_path} is a GPT-2 variant this model does not implement ({unsupported}); "
@@ -396,19 +405,24 @@ class GPT(nn.Module):
         block_size = self.config.block_size
         cache = KVCache(self.config) if use_cache and not self.training else None
         finite = True  # whether every step's logits were finite; read once at the end, not per token
-        with self.pack(cache is not None and idx.size(1) <= block_size and can_pack(self.lm_head.weight)):
-            for _ in range(max_new_tokens):
+        # The cached steps come first (the prompt, then one token at a time after the cached ones),
+        # while the context fits: there the weights may be repacked. Past block_size the window
+        # slides and every learned position with it: each token recomputes it all, with the
+        # ordinary weights (the path a compiled model takes).
+        cached_steps = max(0, min(max_new_tokens, block_size + 1 - idx.size(1))) if cache is not None else 0
+        with self.pack(cached_steps > 0 and can_pack(self.lm_head.weight)):
+            for _ in range(cached_steps):
                 with torch.inference_mode():  # no_grad, and no version counters either; only the new token leaves it
-                    if cache is not None and idx.size(1) <= block_size:
-                        # the prompt, then one token at a time after the cached ones (eager under compile: no recompiles)
-                        logits, _ = self.forward(idx[:, cache.length:], cache=cache)
-                    else:
-                        # past block_size the window slides and every learned position with it: recompute it all
-                        logits, _ = self(idx[:, -block_size:])
-                    logits = logits[:, -1, :]  # (B, vocab)
-                    finite = torch.isfinite(logits).all() & finite
-                    next_token = sample_next_token(logits, temperature, top_k, top_p, generator)
+                    logits, _ = self.forward(idx[:, cache.length:], cache=cache)  # (eager under compile: no recompiles)
+                    finite = torch.isfinite(logits[:, -1, :]).all() & finite
+                    next_token = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
                 idx = torch.cat((idx, next_token), dim=1)
+        for _ in range(max_new_tokens - cached_steps):
+            with torch.inference_mode():
+                logits, _ = self(idx[:, -block_size:])
+                finite = torch.isfinite(logits[:, -1, :]).all() & finite
+                next_token = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+            idx = torch.cat((idx, next_token), dim=1)
         if not finite:  # NaN or inf logits sample garbage tokens
             raise InputError("the model's logits held NaN or inf values: its weights are broken, or "
                              "the dtype overflowed (float16?): try --dtype=float32 or bfloat16")

@@ -58,19 +58,25 @@ device, device_type, _, _ = setup_device(device, dtype)  # its autocast is for t
 ptdtype = inference_dtype(device_type, dtype)
 
 # the model
+saved_tokenizer = None
 if init_from == 'resume':
     checkpoint = load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))  # to the CPU
     model = GPT.from_checkpoint(checkpoint)
     dataset = checkpoint.get('config', {}).get('dataset')
+    saved_tokenizer = checkpoint.get('tokenizer')  # (absent in nanoGPT's checkpoints)
     del checkpoint  # the optimizer state (twice the weights with AdamW) is not needed to sample
 else:
     model = GPT.from_pretrained(init_from)
     dataset = None
-# the tokenizer the model was trained with: its dataset's meta.pkl or tokenizer.json, an exported
-# directory's tokenizer.json, else GPT-2's BPE
+# the tokenizer the model was trained with: the one its checkpoint holds, else its dataset's
+# meta.pkl or tokenizer.json, an exported directory's tokenizer.json, else GPT-2's BPE
 if dataset is None and os.path.isfile(os.path.join(init_from, 'tokenizer.json')):
     dataset = os.path.abspath(init_from)
-tokenizer = data.load_tokenizer(dataset, model_vocab_size=model.config.vocab_size)
+if saved_tokenizer is not None:
+    tokenizer = data.tokenizer_from_state(saved_tokenizer)
+    data.check_vocab(tokenizer, None, model.config.vocab_size, "the checkpoint is damaged; train again")
+else:
+    tokenizer = data.load_tokenizer(dataset, model_vocab_size=model.config.vocab_size)
 if export_hf:
     # float32 unless a half precision is asked for explicitly ('auto' picks for sampling, not for a file)
     save_hf_directory(model, export_hf, tokenizer.hf(model_max_length=model.config.block_size),

@@ -27,20 +27,21 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure
-from data import bytes_per_token, load_tokenizer, open_dataset
+from data import bytes_per_token, check_vocab, load_tokenizer, open_dataset, tokenizer_state
 from data.hellaswag import GPT2_VOCAB_SIZE, hellaswag_counts, load_hellaswag
-from common import (InputError, end_distributed_run, gather_state, check_resume, load_checkpoint, load_lora, lora_state, rng_state,
-                    save_checkpoint, set_rng_state, setup_device, shard_model, shard_optimizer_state, trim_metrics)
-from model import GPT, GPTConfig
+from common import (InputError, check_fsdp_support, check_out_dir, end_distributed_run, gather_state, check_resume,
+                    latest_checkpoint, load_checkpoint, load_lora, lora_state, rng_state, save_checkpoint, set_aside,
+                    set_rng_state, setup_device, shard_model, shard_optimizer_state, trim_metrics)
+from model import GPT, GPT2_NAMES, GPTConfig
 
 # -----------------------------------------------------------------------------
 # I/O
-out_dir = 'out'  # where ckpt.pt is written and read
+out_dir = 'out'  # where ckpt.pt (and last.pt, metrics.jsonl) are written and read
 eval_interval = 2000  # iterations between evaluations (and checkpoints)
 log_interval = 1  # iterations between log lines
 eval_iters = 200  # batches per split to estimate the loss
 eval_only = False  # evaluate once, then exit
-always_save_checkpoint = True  # save at every evaluation; False: only when val loss improves
+always_save_checkpoint = True  # save at every evaluation; False: only when val loss improves (ckpt.pt: the best; a stop saves last.pt)
 # HellaSwag (GPT-2 BPE models; run data/hellaswag/prepare.py first)
 eval_hellaswag = False  # also score HellaSwag at every evaluation: hellaswag_acc, hellaswag_acc_norm
 hellaswag_data = 'hellaswag'  # the folder of val.npz: data/<name>, or a path if it has a slash
@@ -98,7 +99,8 @@ config = configure(globals())
 ddp = 'RANK' in os.environ
 rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if ddp else (0, 0, 1)
 master = rank == 0
-device, device_type, ptdtype, ctx = setup_device(device, dtype, local_rank if ddp else None)
+local_world_size = int(os.environ['LOCAL_WORLD_SIZE']) if 'LOCAL_WORLD_SIZE' in os.environ else None  # (torchrun's)
+device, device_type, ptdtype, ctx = setup_device(device, dtype, local_rank if ddp else None, local_world_size)
 # Settings that cannot work, refused before anything runs: (refused, the one line that says why).
 for refused, message in [
     *[(globals()[name] < 1, f"{name}={globals()[name]} must be at least 1") for name in
@@ -123,6 +125,9 @@ for refused, message in [
 ]:
     if refused:
         raise InputError(message)
+if fsdp:
+    check_fsdp_support()  # (the torch it needs)
+check_out_dir(out_dir)  # a folder that can be written, checked now rather than at the first save
 micro_steps = gradient_accumulation_steps // world_size  # per process
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 if master:
@@ -147,18 +152,26 @@ def get_batch(split, iter_num, micro_step):
 
 
 # Model.
-ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+# out_dir/ckpt.pt is the latest state, or with always_save_checkpoint=False the best one; then a
+# stop (Ctrl-C, preemption) saves its state to out_dir/last.pt, so that the best survives it.
+ckpt_path, last_path = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'last.pt')
 iter_num, best_val_loss, checkpoint, resume_rng = 0, float('inf'), None, None
 model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias, dropout=dropout)
 if init_from == 'scratch':
     model_args['vocab_size'] = tokenizer.vocab_size if tokenizer.own else 50304  # GPT-2's 50257, padded for speed
     model = GPT(GPTConfig(**model_args))
 elif init_from == 'resume':
-    checkpoint = load_checkpoint(ckpt_path)  # to the CPU: the model and optimizer move their parts below
-    check_resume(checkpoint, ckpt_path, block_size=block_size, optimizer=optimizer, lora_rank=lora_rank, lora_alpha=lora_alpha)
+    resume_path = latest_checkpoint(out_dir) or ckpt_path  # (the later of ckpt.pt and last.pt)
+    checkpoint = load_checkpoint(resume_path)  # to the CPU: the model and optimizer move their parts below
+    check_resume(checkpoint, resume_path, block_size=block_size, optimizer=optimizer, lora_rank=lora_rank, lora_alpha=lora_alpha)
     lora = checkpoint.get('lora')  # a LoRA run's: its frozen base is loaded again from where it came from
+    if lora and not (lora['base'] in GPT2_NAMES or os.path.isdir(lora['base'])):
+        raise InputError(f"this LoRA checkpoint's base model {lora['base']} is missing (the checkpoint's update "
+                         "is trained on top of it): put the base model back there to resume")
     model = GPT.from_pretrained(lora['base'], dict(dropout=dropout)) if lora else GPT.from_checkpoint(checkpoint, dict(dropout=dropout))
     iter_num, best_val_loss = checkpoint['iter_num'], float(checkpoint['best_val_loss'])
+    if master:
+        print(f"resuming from {resume_path} at iter {iter_num} (best val loss {best_val_loss:.4f})")
     resume_rng = checkpoint.get('rng')  # absent in nanoGPT's checkpoints
 elif init_from.startswith('gpt2') or os.path.isdir(init_from):
     model = GPT.from_pretrained(init_from, dict(dropout=dropout))
@@ -171,6 +184,17 @@ elif block_size > model.config.block_size:
     raise InputError(f"block_size={block_size} is longer than the model's context ({model.config.block_size}); "
                      f"use --block_size={model.config.block_size} or less")
 model_args = {k: getattr(model.config, k) for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout')}
+# The dataset's tokens must mean to the model what they meant in its training: same vocabulary.
+if checkpoint is not None:
+    vocab_fix = (f"resume on the dataset the run trained on ({checkpoint.get('config', {}).get('dataset', '?')}), "
+                 "or start a new run with another --out_dir")
+elif init_from != 'scratch':
+    vocab_fix = (f"prepare the data with {init_from}'s tokenizer (GPT-2's BPE: data/text/prepare.py "
+                 "--tokenizer=gpt2), or train from scratch")
+check_vocab(tokenizer, dataset, model.config.vocab_size, vocab_fix if init_from != 'scratch' else None)
+if checkpoint is not None and checkpoint.get('tokenizer') not in (None, tokenizer_state(tokenizer)):
+    raise InputError(f"dataset {dataset!r} was prepared again, with another tokenizer, since {resume_path} was saved: "
+                     f"{vocab_fix}")
 splits['train'].vocab_size = splits['val'].vocab_size = model.config.vocab_size  # (each batch is checked)
 if eval_hellaswag and model.config.vocab_size < GPT2_VOCAB_SIZE:
     raise InputError(f"eval_hellaswag needs a model with GPT-2's vocabulary (HellaSwag is prepared in GPT-2 tokens), "
@@ -194,23 +218,25 @@ scaler = torch.amp.GradScaler(device_type, enabled=(ptdtype == torch.float16))  
 muon = dict(lr=muon_lr, momentum=muon_momentum, weight_decay=muon_weight_decay) if optimizer == 'muon' else None
 
 metrics_path = os.path.join(out_dir, 'metrics.jsonl')  # one JSON object per log line and per evaluation (master only)
+# A new run into an out_dir that holds an earlier one leaves it untouched until it has something to
+# save: then the earlier checkpoints and metrics are set aside as NAME.prev (.prev2, ...), and the
+# metrics logged so far, kept here meanwhile, start the new file. A stop before that saves nothing.
+new_run = init_from != 'resume' and not eval_only
+earlier_run = new_run and any(os.path.exists(p) for p in (ckpt_path, last_path))
+pending_metrics = [] if new_run and (earlier_run or os.path.exists(metrics_path)) else None
+saved = False  # whether this run has saved a checkpoint yet
 
 
 def log_metrics(record):
+    if pending_metrics is not None:
+        pending_metrics.append(record)
+        return
     with open(metrics_path, 'a') as f:  # a whole line at a time, so a run that dies leaves whole lines
         f.write(json.dumps(record) + '\n')
 
 
-if master:
-    os.makedirs(out_dir, exist_ok=True)
-    if init_from != 'resume' and not eval_only and os.path.exists(ckpt_path):
-        os.replace(ckpt_path, ckpt_path + '.prev')  # a new run never silently destroys an old one
-        print(f"kept the earlier run's checkpoint as {ckpt_path}.prev")
-    if os.path.exists(metrics_path) and not eval_only:  # (an evaluation only appends its line)
-        if init_from == 'resume':
-            trim_metrics(metrics_path, iter_num, iter_num % eval_interval == 0 or iter_num >= max_iters)
-        else:
-            os.replace(metrics_path, metrics_path + '.prev')  # as the checkpoint: a new run starts a new file
+if master and init_from == 'resume' and os.path.exists(metrics_path) and not eval_only:
+    trim_metrics(metrics_path, iter_num, iter_num % eval_interval == 0 or iter_num >= max_iters)
 if wandb_log and master:
     import wandb  # lazy: only needed here
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
@@ -281,11 +307,12 @@ def get_lr(it):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
-last_saved = f"{ckpt_path} (iter {iter_num})" if init_from == 'resume' else "none"
+last_saved = f"{resume_path} (iter {iter_num})" if init_from == 'resume' else "none"
 
 
-def save():
-    global last_saved
+def save(path):
+    """Write the run's state to path (ckpt.pt or last.pt); every process calls it."""
+    global last_saved, pending_metrics, saved
     states = [rng_state(device)] * world_size  # every process's, so that a resumed run continues each one's dropout
     if ddp:
         dist.all_gather_object(states, rng_state(device))
@@ -296,11 +323,21 @@ def save():
         model_state = gather_state({**model_state, **dict(raw_model.named_parameters(remove_duplicate=False))}, master)
         optimizer_state = gather_state(optimizer_state, master)
     if master:
+        if pending_metrics is not None:  # this run's first save: the earlier run makes room
+            moved = set_aside([ckpt_path, last_path, metrics_path])
+            if moved:
+                print(f"kept the earlier run in {out_dir} as {', '.join(os.path.basename(m) for m in moved)}")
+            records, pending_metrics = pending_metrics, None
+            for record in records:
+                log_metrics(record)
         save_checkpoint({'model': model_state, 'optimizer': optimizer_state,
                          'model_args': model_args, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
-                         'config': config, 'scaler': scaler.state_dict(), 'rng': states, **extra}, ckpt_path)
-        print(f"saved {ckpt_path} at iter {iter_num}")
-    last_saved = f"{ckpt_path} (iter {iter_num})"
+                         'config': config, 'scaler': scaler.state_dict(), 'rng': states,
+                         'tokenizer': tokenizer_state(tokenizer), **extra}, path)
+        if path == ckpt_path and os.path.exists(last_path):
+            os.remove(last_path)  # a stop's state from before this one: superseded
+        print(f"saved {path} at iter {iter_num}")
+    last_saved, saved = f"{path} (iter {iter_num})", True
 
 
 def stop_not_finite(what):  # stops before anything non-finite reaches a checkpoint
@@ -389,7 +426,7 @@ while True:
                            **{k: v for k, v in record.items() if k.startswith(('val_bpb', 'hellaswag')) and v is not None}})
         if iter_num > 0 and not eval_only and (improved or always_save_checkpoint):
             read_step()  # (the check that every step since the last read was finite)
-            save()
+            save(ckpt_path)
         t0, iters_since_log = time.time(), 0  # eval time is not training time
     if last or eval_only:
         break
@@ -439,10 +476,16 @@ while True:
             wandb.log(stats)
         t0, iters_since_log = time.time(), 0
     if stop:
+        why = f"{stop_requested} received" if stop_requested else "another process was asked to stop"
+        if earlier_run and not saved:  # (the folder stays as this run found it)
+            if master:
+                print(f"{why} at iter {iter_num}, before this run's first evaluation: nothing saved, "
+                      f"{out_dir} still holds the earlier run", flush=True)
+            break
         if master:
-            print(f"{stop_requested + ' received' if stop_requested else 'another process was asked to stop'}: "
-                  f"saving at iter {iter_num}, then exiting", flush=True)
-        save()
+            print(f"{why}: saving at iter {iter_num}, then exiting", flush=True)
+        keep_best = not always_save_checkpoint and os.path.exists(ckpt_path)  # (ckpt.pt: the best so far)
+        save(last_path if keep_best else ckpt_path)
         break
 
 if ddp:

@@ -74,8 +74,8 @@ class Tokens:
             # on the CPU, before the ids reach an embedding (on a GPU: a device-side assert)
             row, col = np.unravel_index(rows.argmax(), rows.shape)
             raise InputError(f"{self.path} holds token id {rows[row, col]} (token {int(ix[row]) + col:,}), "
-                             f"but the model's vocab_size is {self.vocab_size}: prepare the data with the model's "
-                             f"tokenizer, or set vocab_size > {rows[row, col]}")
+                             f"but the model's vocab_size is {self.vocab_size}: prepare the data again with "
+                             "the model's tokenizer, or train a new model on it (--init_from=scratch)")
         rows = torch.from_numpy(rows.astype(np.int64))
         x, y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()  # (B, T) each
         if torch.device(device).type == 'cuda':  # pinned memory lets the copy overlap compute
@@ -185,8 +185,22 @@ def check_splits(train_ids, val_ids, min_split_tokens, val_fraction):
                              f"use a longer text, or change --val_fraction (now {val_fraction})")
 
 
+# A dataset's own vocabulary, beside its .bin files: whichever is there is what the tokens mean.
+VOCABULARY_FILES = ('meta.pkl', 'tokenizer.json')
+
+
+def remove_stale_vocabulary(out_dir, written):
+    """Remove a meta.pkl or tokenizer.json that an earlier preparation with another tokenizer left
+    in out_dir (not among the files written now): train.py and sample.py would read the new
+    tokens with it."""
+    for name in VOCABULARY_FILES:
+        if name not in written and os.path.exists(os.path.join(out_dir, name)):
+            os.remove(os.path.join(out_dir, name))
+
+
 def write_files(out_dir, outputs):
-    """Write {filename: bytes} into out_dir. Each file goes to a temporary name first and all are
+    """Write {filename: bytes} into out_dir, the whole dataset: a vocabulary file not among them
+    goes (remove_stale_vocabulary). Each file goes to a temporary name first and all are
     renamed only once every one is complete, so a run that stops part-way (an error, Ctrl-C, a
     full disk) leaves the files of the previous run as they were."""
     with contextlib.ExitStack() as files:
@@ -198,6 +212,7 @@ def write_files(out_dir, outputs):
         for filename, content in outputs.items():
             with open(files.enter_context(atomic_write(os.path.join(out_dir, filename))), 'wb') as f:
                 f.write(content)
+    remove_stale_vocabulary(out_dir, outputs)
 
 
 # tiktoken's GPT-2 BPE files (tiktoken_ext/openai_public.py): the URL it caches each under, and its sha256.
@@ -219,20 +234,53 @@ EOT = '<|endoftext|>'  # the special token between documents (GPT-2's id 50256)
 def load_tokenizer(name=None, model_vocab_size=None):
     """The tokenizer that data/<name> was prepared with: its tokenizer.json (a BPE trained on the
     text, data/text/prepare.py --tokenizer=bpe), else its meta.pkl (characters), else GPT-2's BPE
-    (also when name is None). With model_vocab_size, checked to fit the model."""
+    (also when name is None). With model_vocab_size, checked to fit the model (check_vocab)."""
     path = dataset_dir(name) if name else None
     meta = load_meta(name) if path else None
     if path and os.path.isfile(os.path.join(path, 'tokenizer.json')):
         tokenizer = TrainedBPE(os.path.join(path, 'tokenizer.json'))
     else:
         tokenizer = Characters(meta, name) if meta is not None else GPT2BPE()
-    if model_vocab_size is not None and tokenizer.own and tokenizer.vocab_size != model_vocab_size:
-        raise InputError(f"{tokenizer.describe(name)} has {tokenizer.vocab_size} {tokenizer.unit} but the model has "
-                         f"{model_vocab_size} tokens: the dataset was prepared again since training; restore its {tokenizer.file}")
-    if model_vocab_size is not None and tokenizer.vocab_size > model_vocab_size:
-        raise InputError(f"the model has a vocabulary of {model_vocab_size} tokens, too few for {tokenizer.describe(name)}: "
-                         f"run that dataset's prepare.py first")
+    if model_vocab_size is not None:
+        check_vocab(tokenizer, name, model_vocab_size)
     return tokenizer
+
+
+def check_vocab(tokenizer, name, model_vocab_size, fix=None):
+    """Refuse a tokenizer whose ids mean nothing to the model: a dataset's own vocabulary
+    (characters, a trained BPE) must be exactly the model's size, GPT-2's BPE needs a model of at
+    least its 50257 tokens. fix: what the user should do instead (the default suits sampling)."""
+    fix = fix or ("use the tokenizer the model was trained with: its dataset's meta.pkl or tokenizer.json "
+                  "as they were then (or a tokenizer.json in its directory)")
+    if tokenizer.own and tokenizer.vocab_size != model_vocab_size:
+        raise InputError(f"{tokenizer.describe(name)} has {tokenizer.vocab_size:,} {tokenizer.unit} but the "
+                         f"model has {model_vocab_size:,} tokens: not the vocabulary it was trained on; {fix}")
+    if tokenizer.vocab_size > model_vocab_size:
+        raise InputError(f"the model has a vocabulary of {model_vocab_size} tokens, too few for "
+                         f"{tokenizer.describe(name)}: it was not trained on those tokens; {fix}")
+
+
+def tokenizer_state(tokenizer):
+    """What identifies a tokenizer, for a checkpoint (plain types, small): a character
+    vocabulary's meta, a trained BPE's tokenizer.json text, or just 'gpt2'."""
+    if isinstance(tokenizer, Characters):
+        return dict(kind='char', meta=dict(vocab_size=tokenizer.vocab_size, stoi=tokenizer.stoi, itos=tokenizer.itos))
+    if isinstance(tokenizer, TrainedBPE):
+        return dict(kind='bpe', json=tokenizer.tok.to_str())
+    return dict(kind='gpt2')
+
+
+def tokenizer_from_state(state, name=None):
+    """The tokenizer a checkpoint saved with tokenizer_state; name: where it came from, for messages."""
+    kind = state.get('kind') if isinstance(state, dict) else None
+    if kind == 'char':
+        return Characters(state['meta'], name)
+    if kind == 'bpe':
+        return TrainedBPE(json_text=state['json'])
+    if kind == 'gpt2':
+        return GPT2BPE()
+    raise InputError(f"the checkpoint's tokenizer entry is not one this code knows ({kind!r}); "
+                     "load it with the code that saved it")
 
 
 class Characters:
@@ -249,7 +297,7 @@ class Characters:
                              "run its prepare.py again")
 
     def describe(self, name):
-        return f"{name!r}'s meta.pkl"
+        return f"{name!r}'s meta.pkl" if name else "the checkpoint's character vocabulary"
 
     def encode(self, text):
         self.check()
@@ -283,7 +331,7 @@ class Characters:
 class GPT2BPE:
     """tiktoken's GPT-2 BPE, loaded when first used (its two files are downloaded once)."""
 
-    own, file, vocab_size, eot = False, None, 50257, 50256
+    own, file, unit, vocab_size, eot = False, None, 'tokens', 50257, 50256
 
     def describe(self, name):
         return "the GPT-2 BPE" + (f" (dataset {name!r} has no meta.pkl or tokenizer.json)" if name else "")
@@ -333,18 +381,19 @@ class TrainedBPE:
 
     own, file, unit = True, 'tokenizer.json', 'tokens'
 
-    def __init__(self, path):
+    def __init__(self, path=None, json_text=None):
         from tokenizers import Tokenizer  # lazy: with transformers
         try:
-            self.tok = Tokenizer.from_file(path)
+            self.tok = Tokenizer.from_file(path) if json_text is None else Tokenizer.from_str(json_text)
         except Exception as e:
-            raise InputError(f"cannot read {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+            raise InputError(f"cannot read {path or 'the tokenizer'} "
+                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                              "run the dataset's prepare.py again to rewrite it")
         self.path, self.vocab_size = path, self.tok.get_vocab_size()
         self.eot = self.tok.token_to_id(EOT)
 
     def describe(self, name):
-        return f"{name!r}'s tokenizer.json"
+        return f"{name!r}'s tokenizer.json" if name else "the checkpoint's BPE"
 
     def encode(self, text):
         return self.tok.encode(text).ids

@@ -169,7 +169,9 @@ def test_overwrite_in_half_precision(char_run, tmp_path):
     ok(run('sample.py', f'--out_dir={root / "out"}', '--export_hf=hf', '--overwrite=True', '--dtype=bfloat16',
            cwd=tmp_path))
     assert sorted(os.listdir(tmp_path)) == ['hf']  # no temporary directory left behind
-    assert sorted(os.listdir(tmp_path / 'hf')) == sorted(os.listdir(root / 'hf'))  # old.txt is gone
+    # the export's files, and old.txt kept: an export replaces only what an export writes
+    assert sorted(os.listdir(tmp_path / 'hf')) == sorted(os.listdir(root / 'hf') + ['old.txt'])
+    assert (tmp_path / 'hf' / 'old.txt').read_text() == 'replaced'
     with safe_open(tmp_path / 'hf' / 'model.safetensors', 'pt') as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
     size = os.path.getsize(tmp_path / 'hf' / 'model.safetensors')

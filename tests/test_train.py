@@ -221,10 +221,11 @@ def test_wandb_offline(char_data, tmp_path):
 
 def test_finetune_from_a_transformers_directory(char_data, tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
-    GPT2LMHeadModel(GPT2Config(vocab_size=70, n_positions=64, n_embd=32, n_layer=2, n_head=2)).save_pretrained(tmp_path / 'hf')
+    vocab = pickle.load(open(os.path.join(char_data, 'meta.pkl'), 'rb'))['vocab_size']  # (a model of this vocabulary)
+    GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=2, n_head=2)).save_pretrained(tmp_path / 'hf')
     r = ok(train(*tiny(char_data, tmp_path / 'out', f'--init_from={tmp_path / "hf"}', '--max_iters=2', '--eval_interval=2')))
     ckpt = load_checkpoint(os.path.join(tmp_path / 'out', 'ckpt.pt'))
-    assert ckpt['model_args']['block_size'] == 32 and ckpt['model_args']['vocab_size'] == 70  # cropped from 64
+    assert ckpt['model_args']['block_size'] == 32 and ckpt['model_args']['vocab_size'] == vocab  # cropped from 64
     assert ckpt['model']['transformer.wpe.weight'].shape == (32, 32)
 
 

@@ -51,7 +51,7 @@ min_split_tokens = 256  # stop if train or val would be shorter: too short to tr
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
 from common import atomic_write  # noqa: E402
-from data import gpt2_encoding  # noqa: E402
+from data import gpt2_encoding, remove_stale_vocabulary  # noqa: E402
 configure(globals())
 
 LOCAL_FORMATS = {'.parquet': 'parquet', '.jsonl': 'json', '.txt': 'text'}  # file suffix -> datasets builder
@@ -182,6 +182,7 @@ if need > free:  # a memmap on a full disk dies with a bus error, not a message
 with contextlib.ExitStack() as files:
     for split, dset in tokenized.items():
         write_tokens(dset, files.enter_context(atomic_write(os.path.join(out_dir, f'{split}.bin'))), f'{split}.bin')
+remove_stale_vocabulary(out_dir, ())  # GPT-2's tokens: an earlier dataset's meta.pkl would misread them
 for split, count in num_tokens.items():
     print(f"{split}.bin has {count:,} tokens")
 print(f"wrote train.bin and val.bin to {out_dir}")

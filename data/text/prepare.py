@@ -100,6 +100,7 @@ elif tokenizer == 'bpe':
     t0 = time.time()
     bpe = train_bpe((piece for document in documents for piece in pieces(document)), vocab_size)
     eot = bpe.token_to_id(EOT)
+    bpe.encode_special_tokens = True  # text is text: a "<|endoftext|>" in it is not the separator
     print(f"trained a BPE of {bpe.get_vocab_size():,} tokens in {time.time() - t0:.1f} s")
     ids = []
     for document in documents:
@@ -125,10 +126,7 @@ check_splits(train_ids, val_ids, min_split_tokens, val_fraction)
 name = name or os.path.splitext(os.path.basename(os.path.normpath(input)))[0]
 out_dir = dataset_dir(name)
 outputs = {'train.bin': train_ids.tobytes(), 'val.bin': val_ids.tobytes(), **outputs}
-write_files(out_dir, outputs)
-for stale in ('meta.pkl', 'tokenizer.json'):  # left by an earlier run of another tokenizer: train.py would decode with it
-    if stale not in outputs and os.path.exists(os.path.join(out_dir, stale)):
-        os.remove(os.path.join(out_dir, stale))
+write_files(out_dir, outputs)  # (and removes a meta.pkl or tokenizer.json of an earlier tokenizer)
 print(f"wrote {', '.join(outputs)} to {out_dir}")
 print(f"train on it with: python train.py --dataset={name}")
 
