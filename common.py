@@ -77,19 +77,23 @@ def atomic_write(path, unique=True):
 
 def check_out_dir(out_dir):
     """Refuse an out_dir that cannot take a checkpoint (empty, a file, not writable) before any
-    work is done; make it if it is missing."""
+    work is done. A missing one is not made here: its nearest existing parent must be writable."""
     if not out_dir:
         raise InputError("out_dir is empty: name the folder for the checkpoint, e.g. --out_dir=out")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    folder = os.path.abspath(out_dir)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if folder != os.path.abspath(out_dir) and not os.path.isdir(folder):
+        raise InputError(f"out_dir {out_dir} lies under {folder}, which is a file: choose another --out_dir")
+    if not os.path.isdir(folder):
         raise InputError(f"out_dir {out_dir} is a file, not a folder: choose another --out_dir")
-    probe = temporary_name(os.path.join(out_dir, 'write-test'))
+    probe = temporary_name(os.path.join(folder, 'write-test'))
     try:
-        os.makedirs(out_dir, exist_ok=True)
         with open(probe, 'wb'):
             pass
         os.remove(probe)
     except OSError as e:
-        raise InputError(f"cannot write in out_dir {out_dir} ({e.strerror}): choose another --out_dir, "
+        raise InputError(f"cannot write in {folder} ({e.strerror}): choose another --out_dir, "
                          "or make it writable") from e
 
 

@@ -235,6 +235,8 @@ def log_metrics(record):
         f.write(json.dumps(record) + '\n')
 
 
+if master:
+    os.makedirs(out_dir, exist_ok=True)
 if master and init_from == 'resume' and os.path.exists(metrics_path) and not eval_only:
     trim_metrics(metrics_path, iter_num, iter_num % eval_interval == 0 or iter_num >= max_iters)
 if wandb_log and master:
