@@ -28,11 +28,13 @@ import json
 import os
 import statistics
 import time
+from contextlib import nullcontext
 
 import torch
 
 import data
-from common import inference_dtype, setup_device
+from cpu_generation import can_pack, packed
+from devices import device_peak_flops, inference_dtype, setup_device
 from model import GPT, GPTConfig
 
 # what to time
@@ -154,7 +156,7 @@ def bench_train():
         print(f"profiler trace written to {trace_file}")
     tokens_per_s = batch_size * block_size / dt
     tflops = raw_model.flops_per_iter(batch_size) / dt / 1e12
-    mfu = raw_model.estimate_mfu(batch_size, dt, ptdtype)
+    mfu = raw_model.estimate_mfu(batch_size, dt, device_peak_flops(device, ptdtype))
     speed = f"MFU {mfu * 100:.1f}%" if mfu is not None else f"{tflops:.3f} TFLOP/s achieved (no known peak for MFU)"
     print(f"loss {loss.item():.4f}, {dt * 1000:.2f} ms/iter, {tokens_per_s:,.0f} tokens/s, {speed}")
     return dict(dtype=str(ptdtype).removeprefix('torch.'), params=raw_model.get_num_params(), batch_size=batch_size,
@@ -236,8 +238,11 @@ def bench_generate():
             generator = torch.Generator(device).manual_seed(seed)
             synchronize()
             t0 = time.perf_counter()
-            out = model.generate(prompt, max_new_tokens, temperature=temperature, top_k=top_k or None,
-                                 use_cache=use_cache, generator=generator)
+            # the cached path on a CPU in bfloat16 with repacked weights, as sample.py generates
+            pack = use_cache and can_pack(model.lm_head.weight)
+            with packed(model) if pack else nullcontext():
+                out = model.generate(prompt, max_new_tokens, temperature=temperature,
+                                     top_k=top_k or None, use_cache=use_cache, generator=generator)
             synchronize()
             return out, num_sequences * max_new_tokens / (time.perf_counter() - t0)
         return run

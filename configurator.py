@@ -13,7 +13,7 @@ every setting with its default.
 A misspelt key, a value of the wrong type or a missing config file stops the script with one line
 that says what is wrong, before anything runs. The checks live in parse(), which raises
 ConfigError and can be tested without running a script. configure() also makes every
-common.InputError that the script does not catch end it the same way: `error: ...`, status 1.
+errors.InputError that the script does not catch end it the same way: `error: ...`, status 1.
 """
 
 import ast
@@ -23,26 +23,11 @@ import re
 import sys
 import typing
 
-from common import InputError
+from errors import InputError, report_errors
 
 
 class ConfigError(InputError):
     pass
-
-
-def report_errors():
-    """Make an InputError that nothing catches (a bad setting, a missing file, anything the
-    library code refuses), or an OSError with the machine's reason (a full disk, no permission),
-    end the script as one line, `error: ...`, with exit status 1 and no traceback. Every other
-    exception keeps its traceback."""
-    def report(kind, error, traceback):
-        if issubclass(kind, InputError):
-            print(f"error: {error}", file=sys.stderr)
-        elif issubclass(kind, OSError) and error.strerror:  # the machine refused: a full disk, a permission
-            print(f"error: {error}", file=sys.stderr)
-        else:
-            sys.__excepthook__(kind, error, traceback)
-    sys.excepthook = report
 
 
 def settings_of(namespace):

@@ -17,11 +17,15 @@ sampling (README, Exporting to Hugging Face).
 import os
 import sys
 import time
+from contextlib import nullcontext
 
 import torch
 
 import data
-from common import DTYPES, InputError, inference_dtype, load_checkpoint, save_hf_directory, setup_device
+from cpu_generation import can_pack, packed
+from checkpoint import load_checkpoint, save_hf_directory
+from devices import DTYPES, inference_dtype, setup_device
+from errors import InputError
 from model import GPT
 
 init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or a transformers GPT-2 directory
@@ -108,10 +112,14 @@ x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]  # (1, T
 torch.manual_seed(seed)
 batch = max_batch or num_samples
 seconds = 0.0  # generation only, not decoding and printing
+# On a CPU in bfloat16 the weights are repacked for oneDNN while generating (not under compile,
+# which cannot trace oneDNN's private ops).
+pack = not compile and can_pack(model.lm_head.weight)
 for first in range(0, num_samples, batch):
     t0 = time.perf_counter()
-    y = model.generate(x.expand(min(batch, num_samples - first), -1), max_new_tokens,
-                       temperature=temperature, top_k=top_k, top_p=top_p)
+    with packed(model) if pack else nullcontext():
+        y = model.generate(x.expand(min(batch, num_samples - first), -1), max_new_tokens,
+                           temperature=temperature, top_k=top_k, top_p=top_p)
     samples = y.tolist()  # waits for the device
     seconds += time.perf_counter() - t0
     for ids in samples:

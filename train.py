@@ -29,10 +29,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from configurator import configure
 from data import bytes_per_token, check_vocab, load_tokenizer, open_dataset, tokenizer_state
 from data.hellaswag import GPT2_VOCAB_SIZE, hellaswag_counts, load_hellaswag
-from common import (InputError, check_fsdp_support, check_out_dir, end_distributed_run, gather_state, check_resume,
-                    latest_checkpoint, load_checkpoint, load_lora, lora_state, rng_state, save_checkpoint, set_aside,
-                    set_rng_state, setup_device, shard_model, shard_optimizer_state, trim_metrics)
+from checkpoint import check_out_dir, check_resume, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_aside, set_rng_state, trim_metrics
+from devices import device_peak_flops, setup_device
+from distributed import check_fsdp_support, end_distributed_run, gather_state, shard_model, shard_optimizer_state
+from errors import InputError
+from lora import add_lora, load_lora, lora_state, merged_state_dict
 from model import GPT, GPT2_NAMES, GPTConfig
+from muon import configure_muon
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -201,7 +204,7 @@ if eval_hellaswag and model.config.vocab_size < GPT2_VOCAB_SIZE:
                      f"but this one has vocab_size={model.config.vocab_size}; use --eval_hellaswag=False")
 if lora_rank:
     lora_base = lora['base'] if checkpoint is not None else os.path.abspath(init_from) if os.path.isdir(init_from) else init_from
-    model.add_lora(lora_rank, lora_alpha, ptdtype if ptdtype != torch.float32 else None)  # (bf16/fp16: autocast's products)
+    add_lora(model, lora_rank, lora_alpha, ptdtype if ptdtype != torch.float32 else None)  # (bf16/fp16: autocast's products)
     if checkpoint is not None:
         load_lora(model, checkpoint, lora_base)
     for p in model.parameters():  # the updates' gradients are kept from here on: see opt.zero_grad
@@ -215,7 +218,6 @@ if master:
     print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, {trained:,} of them trained, {model_args}")
 
 scaler = torch.amp.GradScaler(device_type, enabled=(ptdtype == torch.float16))  # fp16 needs loss scaling
-muon = dict(lr=muon_lr, momentum=muon_momentum, weight_decay=muon_weight_decay) if optimizer == 'muon' else None
 
 metrics_path = os.path.join(out_dir, 'metrics.jsonl')  # one JSON object per log line and per evaluation (master only)
 # A new run into an out_dir that holds an earlier one leaves it untouched until it has something to
@@ -251,7 +253,11 @@ if fsdp:
     if master:
         whole, local = model.get_num_params(False), sum(p.to_local().numel() for p in model.parameters())
         print(f"fsdp: each process holds {local / whole:.1%} of the weights, gradients and optimizer state ({local * 4 / 1e6:,.1f} MB of weights)")
-opt = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, muon)  # (optimizer: the setting)
+if optimizer == 'muon':
+    muon_settings = dict(lr=muon_lr, momentum=muon_momentum, weight_decay=muon_weight_decay)
+    opt = configure_muon(model, weight_decay, learning_rate, (beta1, beta2), device_type, muon_settings)
+else:
+    opt = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if checkpoint is not None:  # a whole state dict, whatever wrote it; FSDP keeps its own shard of each tensor
     opt.load_state_dict(shard_optimizer_state(checkpoint['optimizer'], opt) if fsdp else checkpoint['optimizer'])
     if scaler.is_enabled() and checkpoint.get('scaler'):  # ({} when the run saving it was not in float16)
@@ -318,7 +324,7 @@ def save(path):
     states = [rng_state(device)] * world_size  # every process's, so that a resumed run continues each one's dropout
     if ddp:
         dist.all_gather_object(states, rng_state(device))
-    model_state, optimizer_state = raw_model.merged_state_dict(), opt.state_dict()  # (LoRA: its updates added in)
+    model_state, optimizer_state = merged_state_dict(raw_model), opt.state_dict()  # (LoRA: its updates added in)
     extra = {'lora': lora_state(raw_model, lora_rank, lora_alpha, lora_base)} if lora_rank else {}  # (for an exact resume)
     if fsdp:  # gathered whole, so that the checkpoint is the same as DDP's: any number of processes resume from it
         # (from the parameters themselves, not state_dict()'s copies: the tied embedding and output layer stay one tensor)
@@ -467,7 +473,7 @@ while True:
         speed = "first step (compile and warm-up): not timed"
         if iters_since_log > 0:
             dt = (time.time() - t0) / iters_since_log  # read_step() waited for the device
-            mfu = raw_model.estimate_mfu(batch_size * micro_steps, dt, ptdtype)
+            mfu = raw_model.estimate_mfu(batch_size * micro_steps, dt, device_peak_flops(device, ptdtype))
             flops = f"mfu {mfu * 100:.1f}%" if mfu is not None else \
                 f"{raw_model.flops_per_iter(batch_size * micro_steps) / dt / 1e12:.2f} TFLOP/s"  # per process, as MFU
             speed = f"{dt * 1000:.1f} ms, {tokens_per_iter / dt:,.0f} tok/s, {flops}"

@@ -14,7 +14,8 @@ import pickle
 import numpy as np
 import torch
 
-from common import InputError, atomic_write
+from checkpoint import atomic_write
+from errors import InputError
 
 DATA_DIR = os.path.dirname(os.path.abspath(__file__))
 

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from common import inference_dtype
+from devices import inference_dtype
 from model import GPT, GPTConfig
 from conftest import python
 

@@ -107,8 +107,8 @@ META_DEVICE = """
 import runpy, sys, gc, torch
 from contextlib import nullcontext
 sys.path.insert(0, {root!r})
-import common, data, model
-common.setup_device = lambda *args, **kwargs: ('meta', 'meta', torch.float32, nullcontext())
+import data, devices, model
+devices.setup_device = lambda *args, **kwargs: ('meta', 'meta', torch.float32, nullcontext())
 to = torch.nn.Module.to  # the model itself stays on the CPU (a meta model has no weights to check)
 torch.nn.Module.to = lambda self, *args, **kwargs: self if 'meta' in (*args[:1], kwargs.get('device')) else to(self, *args, **kwargs)
 def first_batch(*args, **kwargs):

@@ -19,7 +19,7 @@ import tiktoken
 import torch
 
 import data
-from common import InputError
+from errors import InputError
 from conftest import python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +45,7 @@ def text(shakespeare_txt):
 # Runs a prepare script whose temporary files are named FILE.tmp (unique names otherwise), so
 # that a test can put a folder in the way of one of them.
 FIXED_TEMPORARY_NAMES = (f"import runpy, sys; sys.path.insert(0, {ROOT!r}); import data; "
-                         "import common; common.temporary_name = lambda path: path + '.tmp'; "
+                         "import checkpoint; checkpoint.temporary_name = lambda path: path + '.tmp'; "
                          "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 

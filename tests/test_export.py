@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from common import InputError, load_checkpoint, save_hf_directory
+from checkpoint import load_checkpoint, save_hf_directory
+from errors import InputError
 from model import GPT
 from test_sample import check_error
 from conftest import python

@@ -2,14 +2,16 @@
 sample_next_token (temperature, top-k, top-p) against brute-force references."""
 
 import copy
+from contextlib import nullcontext
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import common
+import devices
 import model as M
-from common import InputError
+from errors import InputError
+from cpu_generation import PackedLinear, can_pack, packed
 from model import GPT, GPTConfig, sample_next_token
 
 BLOCK = 16
@@ -189,7 +191,7 @@ def test_cache_fed_in_chunks_matches_one_pass(attention, chunks, bias):
         m(torch.zeros(2, BLOCK - 6, dtype=torch.long), cache=cache)  # 7 cached + 10 new > 16
 
 
-@pytest.mark.skipif(not M.can_pack(torch.zeros(1, dtype=torch.bfloat16)), reason="oneDNN computes no bfloat16 on this CPU")
+@pytest.mark.skipif(not can_pack(torch.zeros(1, dtype=torch.bfloat16)), reason="oneDNN computes no bfloat16 on this CPU")
 @pytest.mark.parametrize('bias', [True, False], ids=['bias', 'no-bias'])
 def test_packed_weights_give_f_linear_s_logits(bias):
     # bfloat16 on a CPU: the cached forward with the weights repacked for oneDNN against the same
@@ -197,12 +199,15 @@ def test_packed_weights_give_f_linear_s_logits(bias):
     m = chaotic_model(dropout=0.0, bias=bias).eval().to(torch.bfloat16)
     idx = torch.randint(96, (2, 12))
     logits = []
-    for packed in (True, False):
-        with torch.inference_mode(), m.pack(packed):
-            assert (m.lm_head.packed is not None) == packed and m.transformer.h[0].mlp.c_fc.packed is not None or not packed
+    linears = {name: mod for name, mod in m.named_modules() if type(mod) is torch.nn.Linear}
+    for packing in (True, False):
+        with torch.inference_mode(), packed(m) if packing else nullcontext():
+            layers = dict(m.named_modules())
+            assert all(isinstance(layers[name], PackedLinear) == packing for name in linears)
             cache = M.KVCache(m.config)
             logits.append([m(idx[:, start:end], cache=cache)[0] for start, end in [(0, 5)] + [(t, t + 1) for t in range(5, 12)]])
-    assert m.lm_head.packed is None  # dropped after the block
+    # the original layers back after the block
+    assert all(dict(m.named_modules())[name] is mod for name, mod in linears.items())
     for a, b in zip(*logits):
         torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=2e-2)
     assert a.float().std() > 0.1  # (logits that can differ)
@@ -272,10 +277,10 @@ def test_inference_dtype_keeps_the_validation_loss(trained_char_model, dtype):
     with torch.no_grad():
         loss32 = m(X, Y)[1].item()
         assert loss32 < 2.8  # trained: ln(65) = 4.2 at init
-        cast = copy.deepcopy(m).to(common.inference_dtype('cpu', dtype))
+        cast = copy.deepcopy(m).to(devices.inference_dtype('cpu', dtype))
         logits, _ = cast(X, Y)
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), Y.reshape(-1)).item()
-    assert next(cast.parameters()).dtype == common.inference_dtype('cpu', dtype)
+    assert next(cast.parameters()).dtype == devices.inference_dtype('cpu', dtype)
     assert abs(loss - loss32) < 0.01, (dtype, loss, loss32)
 
 
@@ -286,19 +291,19 @@ def test_inference_dtype_keeps_greedy_tokens(trained_char_model):
     m = trained_char_model[0]
     start = torch.zeros(1, 1, dtype=torch.long)  # "\n", the first character of the sorted vocabulary
     expected = m.generate(start, 200, temperature=0)[0, 1:]
-    cast = copy.deepcopy(m).to(common.inference_dtype('cpu'))
+    cast = copy.deepcopy(m).to(devices.inference_dtype('cpu'))
     tokens = cast.generate(start, 200, temperature=0)[0, 1:]
     assert (tokens == expected).sum() >= 190, (tokens == expected).sum()
     assert len(set(expected.tolist())) >= 4  # (not one repeated character)
 
 
 def test_inference_dtype_auto_per_device(monkeypatch):
-    assert common.inference_dtype('cpu', 'float16') == torch.float16  # asked for: kept
+    assert devices.inference_dtype('cpu', 'float16') == torch.float16  # asked for: kept
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
-    assert common.inference_dtype('cuda') == torch.bfloat16
+    assert devices.inference_dtype('cuda') == torch.bfloat16
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: including_emulation)
-    assert common.inference_dtype('cuda') == torch.float16  # emulated bfloat16 is slow: float16
-    assert common.inference_dtype('mps') == torch.float32
+    assert devices.inference_dtype('cuda') == torch.float16  # emulated bfloat16 is slow: float16
+    assert devices.inference_dtype('mps') == torch.float32
     for native, expected in [(True, torch.bfloat16), (False, torch.float32)]:
         monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: native)
-        assert common.inference_dtype('cpu') == expected
+        assert devices.inference_dtype('cpu') == expected

@@ -9,8 +9,9 @@ import pickle
 import pytest
 import torch
 
-from common import load_checkpoint
+from checkpoint import load_checkpoint
 from conftest import python
+from lora import LoRALinear, add_lora, merged_state_dict
 from model import GPT, GPTConfig
 from test_train import assert_same_weights, char_data, ok, tiny, torchrun, train  # noqa: F401 (char_data: a fixture)
 
@@ -51,7 +52,7 @@ def test_starts_as_the_base_trains_only_its_updates_and_merges():
     x = torch.randint(50, (4, 16))
     model.eval()
     before = model(x, x)[0]
-    model.add_lora(4, 8)
+    add_lora(model, 4, 8)
     assert torch.equal(model(x, x)[0], before)  # B = 0: exactly the base model
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trained == {f'transformer.h.{i}.{m}.lora_{ab}' for i in range(2) for m in MATRICES for ab in 'AB'}
@@ -61,7 +62,7 @@ def test_starts_as_the_base_trains_only_its_updates_and_merges():
                 p.normal_(0, 0.1)
     adapted = model(x, x)[0]
     # merged: a plain GPT's weights under its own names; only the blocks' four matrices differ from the base
-    merged = model.merged_state_dict()
+    merged = merged_state_dict(model)
     assert list(merged) == list(base_state)
     changed = {k for k in merged if not torch.equal(merged[k], base_state[k])}
     assert changed == {f'transformer.h.{i}.{m}.weight' for i in range(2) for m in MATRICES}
@@ -76,7 +77,7 @@ def test_starts_as_the_base_trains_only_its_updates_and_merges():
     model.train()
     half = copy.deepcopy(model)
     for m in half.modules():
-        if getattr(m, 'lora_scale', 0):
+        if isinstance(m, LoRALinear):
             m.weight.data = m.weight.data.to(torch.bfloat16)
     assert half.transformer.h[0].mlp.c_fc.weight.dtype == torch.bfloat16
 

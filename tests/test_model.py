@@ -7,9 +7,10 @@ import os
 import pytest
 import torch
 
-import common
+import checkpoint
+import devices
 import model as M
-from common import InputError
+from errors import InputError
 from model import GPT, GPTConfig
 
 TINY = dict(block_size=16, vocab_size=96, n_layer=2, n_head=4, n_embd=32)
@@ -192,22 +193,22 @@ def test_optimizer_groups():
 
 
 def test_mfu_uses_the_device_peak():
-    assert common.peak_flops('NVIDIA A100-SXM4-80GB', torch.bfloat16) == 312e12
-    assert common.peak_flops('NVIDIA H100 80GB HBM3', torch.bfloat16) == 989e12
-    assert common.peak_flops('NVIDIA H100 PCIe', torch.float16) == 756e12
-    assert common.peak_flops('NVIDIA H200', torch.float32) == 495e12
-    assert common.peak_flops('NVIDIA L4', torch.bfloat16) == 121e12
-    assert common.peak_flops('Some Future GPU', torch.bfloat16) is None
+    assert devices.peak_flops('NVIDIA A100-SXM4-80GB', torch.bfloat16) == 312e12
+    assert devices.peak_flops('NVIDIA H100 80GB HBM3', torch.bfloat16) == 989e12
+    assert devices.peak_flops('NVIDIA H100 PCIe', torch.float16) == 756e12
+    assert devices.peak_flops('NVIDIA H200', torch.float32) == 495e12
+    assert devices.peak_flops('NVIDIA L4', torch.bfloat16) == 121e12
+    assert devices.peak_flops('Some Future GPU', torch.bfloat16) is None
     # whole words, the longest entry first: no card takes the peak of another whose name is inside its own
-    assert common.peak_flops('NVIDIA L40', torch.bfloat16) == 181e12  # not the L4's
-    assert common.peak_flops('NVIDIA L40S', torch.bfloat16) == 362e12
-    assert common.peak_flops('NVIDIA H100 NVL', torch.bfloat16) == 835e12  # not the SXM's
-    assert common.peak_flops('NVIDIA A10', torch.bfloat16) == 125e12 and common.peak_flops('NVIDIA A10G', torch.bfloat16) == 70e12
-    assert common.peak_flops('NVIDIA GH200 480GB', torch.bfloat16) == 989e12
-    assert common.peak_flops('Tesla V100-SXM2-16GB', torch.float32) == 15.7e12
-    assert common.peak_flops('NVIDIA RTX A6000', torch.bfloat16) is None  # not an A6000 'A10...' or 'RTX 4090'
-    assert common.peak_flops('NVIDIA H200 NVL', torch.bfloat16) == 835e12
-    assert common.peak_flops('NVIDIA A100-SXM4-40GB MIG 1g.5gb', torch.bfloat16) is None  # a seventh of an A100
+    assert devices.peak_flops('NVIDIA L40', torch.bfloat16) == 181e12  # not the L4's
+    assert devices.peak_flops('NVIDIA L40S', torch.bfloat16) == 362e12
+    assert devices.peak_flops('NVIDIA H100 NVL', torch.bfloat16) == 835e12  # not the SXM's
+    assert devices.peak_flops('NVIDIA A10', torch.bfloat16) == 125e12 and devices.peak_flops('NVIDIA A10G', torch.bfloat16) == 70e12
+    assert devices.peak_flops('NVIDIA GH200 480GB', torch.bfloat16) == 989e12
+    assert devices.peak_flops('Tesla V100-SXM2-16GB', torch.float32) == 15.7e12
+    assert devices.peak_flops('NVIDIA RTX A6000', torch.bfloat16) is None  # not an A6000 'A10...' or 'RTX 4090'
+    assert devices.peak_flops('NVIDIA H200 NVL', torch.bfloat16) == 835e12
+    assert devices.peak_flops('NVIDIA A100-SXM4-40GB MIG 1g.5gb', torch.bfloat16) is None  # a seventh of an A100
     m = tiny()
     assert m.estimate_mfu(4, 0.1) is None  # a CPU has no honest peak
     # flops per iteration: 6N + 12 L H Q T per token, T tokens per sequence
@@ -216,16 +217,16 @@ def test_mfu_uses_the_device_peak():
 
 
 def test_setup_device_errors():
-    device, device_type, ptdtype, _ = common.setup_device('cpu', 'auto')
+    device, device_type, ptdtype, _ = devices.setup_device('cpu', 'auto')
     assert (device, device_type, ptdtype) == ('cpu', 'cpu', torch.float32)
     for bad in ['tpu', 'gpu:0', 'banana']:
         with pytest.raises(InputError, match='device'):
-            common.setup_device(bad, 'auto')
+            devices.setup_device(bad, 'auto')
     with pytest.raises(InputError, match="unknown dtype 'fp8'"):
-        common.setup_device('cpu', 'fp8')
+        devices.setup_device('cpu', 'fp8')
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match='no CUDA GPU'):
-            common.setup_device('cuda', 'auto')
+            devices.setup_device('cuda', 'auto')
 
 
 @pytest.fixture
@@ -253,24 +254,24 @@ def fake_cuda(monkeypatch):
 def test_setup_device_picks_the_gpu_then_the_dtype(fake_cuda):
     # torchrun: local rank 3 of a node whose processes each see 4 GPUs -> GPU 3, made current
     # before anything asks the GPU a question (else every process opens a context on GPU 0)
-    device, device_type, ptdtype, _ = common.setup_device('auto', 'auto', local_rank=3)
+    device, device_type, ptdtype, _ = devices.setup_device('auto', 'auto', local_rank=3)
     assert (device, device_type, ptdtype) == ('cuda:3', 'cuda', torch.bfloat16)
     assert fake_cuda['calls'][0] == 'set_device cuda:3' and 'is_bf16_supported' in fake_cuda['calls']
     with pytest.raises(InputError, match='local rank 5, but this process sees only 4 GPUs'):
-        common.setup_device('cuda', 'auto', local_rank=5)  # two processes on one GPU: NCCL would refuse it later
+        devices.setup_device('cuda', 'auto', local_rank=5)  # two processes on one GPU: NCCL would refuse it later
     with pytest.raises(InputError, match='under torchrun'):
-        common.setup_device('cuda:2', 'auto', local_rank=0)
+        devices.setup_device('cuda:2', 'auto', local_rank=0)
     assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # the MFU peak assumes TF32
     # srun --gpus-per-task=1: each process sees one GPU, whatever its local rank
     fake_cuda['count'] = 1
-    assert common.setup_device('cuda', 'auto', local_rank=3)[0] == 'cuda:0'
+    assert devices.setup_device('cuda', 'auto', local_rank=3)[0] == 'cuda:0'
     # one process, no index: no set_device (it needs one), the current GPU stays
     fake_cuda['calls'].clear()
-    assert common.setup_device('cuda', 'float32')[0] == 'cuda' and fake_cuda['calls'] == []
+    assert devices.setup_device('cuda', 'float32')[0] == 'cuda' and fake_cuda['calls'] == []
     # a V100 or T4 emulates bfloat16: 'auto' takes float16 (with loss scaling) there
     fake_cuda['native_bf16'] = False
-    assert common.setup_device('cuda:0', 'auto')[2] == torch.float16
-    assert common.setup_device('cuda:0', 'bfloat16')[2] == torch.bfloat16  # asked for explicitly: allowed
+    assert devices.setup_device('cuda:0', 'auto')[2] == torch.float16
+    assert devices.setup_device('cuda:0', 'bfloat16')[2] == torch.bfloat16  # asked for explicitly: allowed
 
 
 def test_checkpoint_roundtrip_and_nanogpt_prefix(tmp_path):
@@ -278,9 +279,9 @@ def test_checkpoint_roundtrip_and_nanogpt_prefix(tmp_path):
     path = str(tmp_path / 'ckpt.pt')
     # nanoGPT saves compiled models with an '_orig_mod.' prefix on every key
     sd = {'_orig_mod.' + k: v for k, v in m.state_dict().items()}
-    common.save_checkpoint({'model': sd, 'model_args': dict(TINY, bias=True, dropout=0.0), 'iter_num': 3}, path)
+    checkpoint.save_checkpoint({'model': sd, 'model_args': dict(TINY, bias=True, dropout=0.0), 'iter_num': 3}, path)
     assert not os.path.exists(path + '.tmp')
-    ckpt = common.load_checkpoint(path)
+    ckpt = checkpoint.load_checkpoint(path)
     m2 = GPT.from_checkpoint(ckpt)
     for k, v in m.state_dict().items():
         assert torch.equal(v, m2.state_dict()[k])
@@ -297,20 +298,20 @@ def test_checkpoint_with_nan_weights_is_refused():
 
 def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(InputError, match='no checkpoint at'):
-        common.load_checkpoint(str(tmp_path / 'missing.pt'))
+        checkpoint.load_checkpoint(str(tmp_path / 'missing.pt'))
     bad = tmp_path / 'bad.pt'
     bad.write_bytes(b'not a checkpoint at all')
     with pytest.raises(InputError, match='not a readable checkpoint'):
-        common.load_checkpoint(str(bad))
+        checkpoint.load_checkpoint(str(bad))
     # a truncated real checkpoint
     good = tmp_path / 'good.pt'
-    common.save_checkpoint({'model': tiny().state_dict(), 'model_args': TINY}, str(good))
+    checkpoint.save_checkpoint({'model': tiny().state_dict(), 'model_args': TINY}, str(good))
     bad.write_bytes(good.read_bytes()[:1000])
     with pytest.raises(InputError, match='not a readable checkpoint'):
-        common.load_checkpoint(str(bad))
+        checkpoint.load_checkpoint(str(bad))
     torch.save({'weights': 1}, str(bad))
     with pytest.raises(InputError, match='not a training checkpoint'):
-        common.load_checkpoint(str(bad))
+        checkpoint.load_checkpoint(str(bad))
 
 
 def test_checkpoint_cannot_run_code(tmp_path):
@@ -320,7 +321,7 @@ def test_checkpoint_cannot_run_code(tmp_path):
     path = str(tmp_path / 'evil.pt')
     torch.save({'model': {}, 'model_args': {}, 'x': Evil()}, path)
     with pytest.raises(InputError):
-        common.load_checkpoint(path)
+        checkpoint.load_checkpoint(path)
     assert not (tmp_path / 'pwned').exists()
 
 
@@ -331,7 +332,7 @@ def test_bad_head_count():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 def test_cuda_mixed_precision_step_learns():
-    device, device_type, ptdtype, ctx = common.setup_device('cuda', 'auto')
+    device, device_type, ptdtype, ctx = devices.setup_device('cuda', 'auto')
     m = tiny().to(device)
     opt = m.configure_optimizers(0.1, 1e-2, (0.9, 0.95), device_type)
     assert opt.defaults.get('fused')  # the fused AdamW kernel on CUDA
@@ -352,7 +353,7 @@ def test_cuda_mixed_precision_step_learns():
 def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     # a save that dies half-way (a crash, a full disk) must leave the previous checkpoint whole
     path = str(tmp_path / 'ckpt.pt')
-    common.save_checkpoint({'model': tiny().state_dict(), 'model_args': TINY, 'iter_num': 1}, path)
+    checkpoint.save_checkpoint({'model': tiny().state_dict(), 'model_args': TINY, 'iter_num': 1}, path)
     before = open(path, 'rb').read()
     real_save = torch.save
 
@@ -362,9 +363,9 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
         raise OSError(28, 'No space left on device')
     monkeypatch.setattr(torch, 'save', dies_half_way)
     with pytest.raises(InputError, match=r'cannot write .*ckpt.pt \(No space left on device\)'):  # one line for the script
-        common.save_checkpoint({'model': tiny(n_embd=64).state_dict(), 'model_args': TINY, 'iter_num': 2}, path)
+        checkpoint.save_checkpoint({'model': tiny(n_embd=64).state_dict(), 'model_args': TINY, 'iter_num': 2}, path)
     assert open(path, 'rb').read() == before and os.listdir(tmp_path) == ['ckpt.pt']  # and no half-written file beside it
-    assert common.load_checkpoint(path)['iter_num'] == 1
+    assert checkpoint.load_checkpoint(path)['iter_num'] == 1
 
 
 @pytest.mark.parametrize('change', [dict(activation_function='relu'), dict(n_inner=40), dict(layer_norm_epsilon=1e-6),
@@ -381,6 +382,6 @@ def test_a_checkpoint_never_replaces_a_directory(tmp_path):
     (tmp_path / 'ckpt.pt' / 'sub').mkdir(parents=True)
     (tmp_path / 'ckpt.pt' / 'sub' / 'precious').write_text('keep me')
     with pytest.raises(InputError, match=r'cannot write .*ckpt.pt'):
-        common.save_checkpoint({'model': tiny().state_dict(), 'model_args': TINY, 'iter_num': 1}, str(tmp_path / 'ckpt.pt'))
+        checkpoint.save_checkpoint({'model': tiny().state_dict(), 'model_args': TINY, 'iter_num': 1}, str(tmp_path / 'ckpt.pt'))
     assert (tmp_path / 'ckpt.pt' / 'sub' / 'precious').read_text() == 'keep me'
     assert sorted(os.listdir(tmp_path)) == ['ckpt.pt']

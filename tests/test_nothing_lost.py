@@ -17,11 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-import common
+import devices
+import distributed
 import data
-from common import InputError, load_checkpoint
+from checkpoint import load_checkpoint
+from errors import InputError
 from conftest import python
-from model import GPT, GPTConfig, can_pack
+from cpu_generation import can_pack
+from model import GPT, GPTConfig
 from test_model import fake_cuda  # noqa: F401 (a fixture)
 from test_train import TINY, char_data, ok, tiny, train  # noqa: F401 (char_data: a fixture)
 
@@ -254,18 +257,6 @@ def test_sample_compiled_in_bfloat16_past_block_size(char_data, tmp_path):
     assert len(text) == 41  # the prompt '\n' and 40 characters
 
 
-def test_the_full_forward_never_sees_packed_weights():
-    # what a compiled model runs past block_size is the model called whole: plain weights only
-    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=8, vocab_size=65)).eval()
-    if can_pack(torch.zeros(1, dtype=torch.bfloat16)):
-        model.to(torch.bfloat16)
-    packed_when_called = []
-    model.register_forward_pre_hook(
-        lambda m, args: packed_when_called.append(any(getattr(x, 'packed', None) is not None for x in m.modules())))
-    model.generate(torch.zeros(1, 1, dtype=torch.long), 12, temperature=0)
-    assert packed_when_called == [False] * 4  # tokens 9 to 12, each over the last 8
-
-
 def can_write_in(folder):
     try:
         with open(os.path.join(folder, 'probe.tmp'), 'wb'):
@@ -309,7 +300,7 @@ def test_dropout_outside_0_1_is_one_line(char_data, tmp_path, value):
 def test_fsdp_on_a_torch_before_2_6_is_one_line(monkeypatch, char_data, tmp_path):
     monkeypatch.setattr(torch, '__version__', '2.5.1+cu124')
     with pytest.raises(InputError, match='torch 2.6'):
-        common.shard_model(GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=4, vocab_size=8)), 'cpu',
+        distributed.shard_model(GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=4, vocab_size=8)), 'cpu',
                            torch.float32, 1)
     # train.py says it before any process group or import of FSDP
     driver = ("import sys, runpy, torch; torch.__version__ = '2.5.1+cu124'; sys.argv = sys.argv[1:]; "
@@ -324,12 +315,12 @@ def test_fsdp_on_a_torch_before_2_6_is_one_line(monkeypatch, char_data, tmp_path
 def test_more_processes_than_gpus_on_a_node_is_one_line(fake_cuda):  # noqa: F811
     fake_cuda['count'] = 1
     with pytest.raises(InputError, match='sees only 1 GPUs'):
-        common.setup_device('cuda', 'auto', local_rank=0, local_world_size=2)  # rank 0 too: all stop at once
-    assert common.setup_device('cuda', 'auto', local_rank=0, local_world_size=1)[0] == 'cuda:0'
+        devices.setup_device('cuda', 'auto', local_rank=0, local_world_size=2)  # rank 0 too: all stop at once
+    assert devices.setup_device('cuda', 'auto', local_rank=0, local_world_size=1)[0] == 'cuda:0'
     fake_cuda['count'] = 4
     with pytest.raises(InputError, match='sees only 4 GPUs'):
-        common.setup_device('cuda', 'auto', local_rank=1, local_world_size=8)
-    assert common.setup_device('cuda', 'auto', local_rank=3, local_world_size=4)[0] == 'cuda:3'
+        devices.setup_device('cuda', 'auto', local_rank=1, local_world_size=8)
+    assert devices.setup_device('cuda', 'auto', local_rank=3, local_world_size=4)[0] == 'cuda:3'
     # train.py hands torchrun's LOCAL_WORLD_SIZE to setup_device
     source = open(os.path.join(ROOT, 'train.py')).read()
     assert re.search(r"setup_device\([^)]*local_world_size\)", source)

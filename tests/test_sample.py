@@ -10,7 +10,8 @@ import re
 import pytest
 import torch
 
-from common import inference_dtype, save_checkpoint
+from checkpoint import save_checkpoint
+from devices import inference_dtype
 from model import GPT, GPTConfig
 from conftest import python
 

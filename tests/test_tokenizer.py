@@ -135,7 +135,7 @@ def test_train_sample_and_export_with_a_trained_tokenizer(tmp_path):
     ok(run('train.py', '--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=8',
            '--eval_iters=2', '--eval_interval=4', '--max_iters=4', '--compile=False', f'--dataset={tmp_path / "zh"}',
            f'--out_dir={out}'))
-    from common import load_checkpoint
+    from checkpoint import load_checkpoint
     assert load_checkpoint(str(out / 'ckpt.pt'))['model_args']['vocab_size'] == tokenizer.vocab_size
     record = [json.loads(line) for line in open(out / 'metrics.jsonl')][-1]
     val = np.fromfile(tmp_path / 'zh' / 'val.bin', dtype=np.uint16)

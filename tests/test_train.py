@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from common import InputError, load_checkpoint, save_checkpoint
+from checkpoint import load_checkpoint, save_checkpoint
+from errors import InputError
 from configurator import parse, settings_of
+from muon import configure_muon
 from conftest import python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -332,11 +334,12 @@ def test_resume_with_another_block_size_is_refused(char_data, tmp_path):
 # Muon: optimizer='muon' trains the blocks' matrices with Muon and everything else with AdamW.
 
 def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
-    from model import GPT, GPTConfig, MuonAdamW
+    from model import GPT, GPTConfig
+    from muon import MuonAdamW
     if not hasattr(torch.optim, 'Muon'):
         pytest.skip('torch.optim.Muon needs torch 2.9 or later')
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11))
-    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', dict(lr=0.02, momentum=0.95, weight_decay=0.0))
+    opt = configure_muon(model, 0.1, 1e-3, (0.9, 0.95), 'cpu', dict(lr=0.02, momentum=0.95, weight_decay=0.0))
     assert isinstance(opt, MuonAdamW)
     name = {id(p): n for n, p in model.named_parameters()}
     in_muon = {name[id(p)] for g in opt.muon.param_groups for p in g['params']}
@@ -357,7 +360,7 @@ def test_muon_needs_a_torch_that_has_it(monkeypatch):
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11))
     monkeypatch.delattr(torch.optim, 'Muon', raising=False)  # torch before 2.9
     with pytest.raises(InputError, match="optimizer='muon' needs torch.optim.Muon, new in torch 2.9"):
-        model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', dict(lr=0.02, momentum=0.95, weight_decay=0.0))
+        configure_muon(model, 0.1, 1e-3, (0.9, 0.95), 'cpu', dict(lr=0.02, momentum=0.95, weight_decay=0.0))
 
 
 def test_muon_learns_resumes_exactly_and_refuses_an_adamw_checkpoint(char_data, tmp_path):

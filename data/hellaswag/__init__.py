@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from common import InputError
+from errors import InputError
 from data import dataset_dir
 
 GPT2_VOCAB_SIZE = 50257  # the tokens are GPT-2 BPE ids

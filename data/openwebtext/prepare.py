@@ -50,7 +50,7 @@ num_proc = os.cpu_count() or 1  # worker processes for downloading and tokenizin
 min_split_tokens = 256  # stop if train or val would be shorter: too short to train or evaluate on
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
-from common import atomic_write  # noqa: E402
+from checkpoint import atomic_write  # noqa: E402
 from data import gpt2_encoding, remove_stale_vocabulary  # noqa: E402
 configure(globals())
 
