@@ -2,7 +2,8 @@
 Benchmark one training step (forward, backward, optimizer), or generation with and without the
 KV cache, on any device. The last line printed is one JSON object, for scripts to read.
 
-    python bench.py --device=cpu --n_layer=2 --n_head=2 --n_embd=64 --block_size=64 --batch_size=4 --num_iters=5
+    python bench.py --device=cpu --n_layer=2 --n_head=2 --n_embd=64 --block_size=64 \
+        --batch_size=4 --num_iters=5
     python bench.py --mode=generate --device=cpu
 
 Training mode times num_iters steps after warmup_iters untimed ones (which also absorb
@@ -20,7 +21,8 @@ bytes of weights one cached step reads, and the tokens/s if reading them once we
 hf=True also times transformers' GPT-2 generate on the same weights, in float32, bfloat16 and
 float16, in the same run. GPT-2 124M's shape, greedy, as in BENCHMARKS.md:
 
-    python bench.py --mode=generate --device=cpu --gpt2_shape=True --temperature=0 --max_new_tokens=200 --hf=True --plain=False
+    python bench.py --mode=generate --device=cpu --gpt2_shape=True --temperature=0 \
+        --max_new_tokens=200 --hf=True --plain=False
 """
 
 import copy
@@ -47,9 +49,9 @@ block_size = 256  # tokens per sequence (train), context length (both)
 vocab_size = 65  # with --dataset, the dataset's meta.pkl or tokenizer.json decides when it has one
 bias = False
 dropout = 0.0  # used by training steps; generation runs in eval mode, without it
-gpt2_shape = False  # True: GPT-2 124M's shape instead (12 layers, 12 heads, 768 wide, block 1024, vocab 50257, biases)
+gpt2_shape = False  # True: GPT-2 124M: 12 layers, 12 heads, 768 wide, block 1024, vocab 50257, bias
 # training step
-dataset = ''  # '' = random tokens; else a prepared data/<name> (or a folder path), read like train.py
+dataset = ''  # '' = random tokens; else a prepared data/<name> (or a folder), read like train.py
 batch_size = 12  # sequences per step
 learning_rate = 6e-4
 warmup_iters = 3  # untimed steps first
@@ -64,22 +66,25 @@ temperature = 1.0
 top_k = 0  # 0 = off
 num_runs = 5  # runs of each kind; the median is reported
 plain = True  # also time the plain recompute (False skips it: slow for a large model)
-hf = False  # also time transformers' GPT2LMHeadModel.generate on the same weights (float32, bfloat16, float16)
+hf = False  # also time transformers' GPT-2 generate on our weights (float32, bfloat16, float16)
 # system
 device = 'auto'  # auto, cpu, cuda, cuda:N or mps
 dtype = 'auto'  # train: autocast dtype, auto = bfloat16 or float16 on CUDA, float32 elsewhere;
-#                 generate: the weights' dtype, auto = per device as sample.py (README); or float32, bfloat16, float16
+#                 generate: the weights' dtype, auto = per device as sample.py (README);
+#                 or float32, bfloat16, float16
 compile = False  # torch.compile the model (train mode)
 seed = 1337
 
 from configurator import configure  # noqa: E402
+
 configure(globals())
 if gpt2_shape:
     n_layer, n_head, n_embd, block_size, vocab_size, bias = 12, 12, 768, 1024, 50257, True
 
 if mode not in ('train', 'generate'):
     raise SystemExit(f"error: unknown mode {mode!r}: use --mode=train or --mode=generate")
-for name in ('batch_size', 'block_size', 'vocab_size', 'num_iters', 'max_new_tokens', 'prompt_length', 'num_sequences', 'num_runs'):
+for name in ('batch_size', 'block_size', 'vocab_size', 'num_iters', 'max_new_tokens',
+             'prompt_length', 'num_sequences', 'num_runs'):
     if globals()[name] < 1:
         raise SystemExit(f"error: --{name}={globals()[name]} must be at least 1")
 if warmup_iters < 0 or top_k < 0 or temperature < 0:
@@ -120,7 +125,8 @@ def bench_train():
     raw_model = model
     if compile:
         model = torch.compile(model)
-    print(f"{raw_model.get_num_params() / 1e6:.2f}M parameters, {batch_size} x {block_size} tokens per step "
+    print(f"{raw_model.get_num_params() / 1e6:.2f}M parameters, "
+          f"{batch_size} x {block_size} tokens per step "
           f"on {device} in {str(ptdtype).removeprefix('torch.')}")
 
     def step():
@@ -152,29 +158,36 @@ def bench_train():
         profiler.stop()
         profiler.export_chrome_trace(trace_file)
         if not os.path.isfile(trace_file):
-            raise SystemExit(f"error: the profiler could not write {trace_file}; choose another --trace_file")
+            raise SystemExit(f"error: the profiler could not write {trace_file}; "
+                             "choose another --trace_file")
         print(f"profiler trace written to {trace_file}")
     tokens_per_s = batch_size * block_size / dt
     tflops = raw_model.flops_per_iter(batch_size) / dt / 1e12
     mfu = raw_model.estimate_mfu(batch_size, dt, device_peak_flops(device, ptdtype))
-    speed = f"MFU {mfu * 100:.1f}%" if mfu is not None else f"{tflops:.3f} TFLOP/s achieved (no known peak for MFU)"
+    if mfu is not None:
+        speed = f"MFU {mfu * 100:.1f}%"
+    else:
+        speed = f"{tflops:.3f} TFLOP/s achieved (no known peak for MFU)"
     print(f"loss {loss.item():.4f}, {dt * 1000:.2f} ms/iter, {tokens_per_s:,.0f} tokens/s, {speed}")
-    return dict(dtype=str(ptdtype).removeprefix('torch.'), params=raw_model.get_num_params(), batch_size=batch_size,
-                block_size=block_size, num_iters=num_iters, ms_per_iter=dt * 1000, tokens_per_s=tokens_per_s, tflops=tflops,
+    return dict(dtype=str(ptdtype).removeprefix('torch.'), params=raw_model.get_num_params(),
+                batch_size=batch_size, block_size=block_size, num_iters=num_iters,
+                ms_per_iter=dt * 1000, tokens_per_s=tokens_per_s, tflops=tflops,
                 mfu=mfu, loss=loss.item(), profile=trace_file if profile else None)
 
 
 def weights_floor(model):
     """The memory-bandwidth floor of a cached generation step: the bytes of weights it reads (every
     parameter once, of the position embeddings one row) and the median time to read them once."""
-    tensors = [p.detach() for name, p in model.named_parameters() if name != 'transformer.wpe.weight']
+    tensors = [p.detach() for name, p in model.named_parameters()
+               if name != 'transformer.wpe.weight']
     tensors.append(model.transformer.wpe.weight.detach()[0])  # one position's row per step
     nbytes = sum(p.numel() * p.element_size() for p in tensors)
 
     def read_once():
         for p in tensors:
-            # Summed as float32 whatever the dtype: a bfloat16 or float16 sum converts every element
-            # and can run slower than the memory; this runs at the same speed per byte for all three.
+            # Summed as float32 whatever the dtype: a bfloat16 or float16 sum converts every
+            # element and can run slower than the memory; this runs at the same speed per byte
+            # for all three.
             b = p.reshape(-1).view(torch.uint8)
             b[:b.numel() // 4 * 4].view(torch.float32).sum()
 
@@ -192,8 +205,10 @@ def weights_floor(model):
 def hf_runners(model, prompt):
     """transformers' GPT-2 generate on the same weights (ours, exported with save_pretrained, whose
     export is tested against transformers' outputs; no download), greedy or sampled like ours, one
-    model per dtype. Returns {name: run}, each run() -> (tokens, tokens/s), to be timed alongside ours."""
+    model per dtype. Returns {name: run}, each run() -> (tokens, tokens/s), to be timed alongside
+    ours."""
     import tempfile  # lazy, as transformers: only needed here
+
     from transformers import GPT2LMHeadModel
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
@@ -215,8 +230,9 @@ def hf_runners(model, prompt):
             return out, num_sequences * max_new_tokens / (time.perf_counter() - t0)
         return run
 
+    dtypes = (('float32', torch.float32), ('bfloat16', torch.bfloat16), ('float16', torch.float16))
     return {name: runner(copy.deepcopy(hf_model).to(device=device, dtype=dt).eval())
-            for name, dt in (('float32', torch.float32), ('bfloat16', torch.bfloat16), ('float16', torch.float16))}
+            for name, dt in dtypes}
 
 
 def bench_generate():
@@ -227,8 +243,9 @@ def bench_generate():
     reference = model.generate(prompt, max_new_tokens, temperature=0) if temperature == 0 else None
     ptdtype = inference_dtype(device_type, dtype)
     model.to(ptdtype)  # generation casts the weights, as sample.py does; no autocast
-    print(f"{model.get_num_params() / 1e6:.2f}M parameters, {num_sequences} x ({prompt_length} prompt + "
-          f"{max_new_tokens} new) tokens on {device} with {str(ptdtype).removeprefix('torch.')} weights")
+    print(f"{model.get_num_params() / 1e6:.2f}M parameters, "
+          f"{num_sequences} x ({prompt_length} prompt + {max_new_tokens} new) tokens "
+          f"on {device} with {str(ptdtype).removeprefix('torch.')} weights")
     if prompt_length + max_new_tokens > block_size:
         print(f"note: {prompt_length + max_new_tokens} tokens run past block_size {block_size}; "
               "from there on both ways recompute the whole window")
@@ -258,29 +275,36 @@ def bench_generate():
             speeds[name].append(tokens_per_s)
             outputs[name].append(out)
     medians = {name: statistics.median(s) for name, s in speeds.items()}
-    identical = all(torch.equal(out, outputs['cached'][0]) for out in outputs['cached'] + outputs.get('plain', []))
+    identical = all(torch.equal(out, outputs['cached'][0])
+                    for out in outputs['cached'] + outputs.get('plain', []))
     cached, plain_speed = medians['cached'], medians.get('plain')
     if plain:
-        print(f"cached: {cached:,.1f} tokens/s, plain: {plain_speed:,.1f} tokens/s (medians of {num_runs}), "
-              f"{cached / plain_speed:.2f}x, identical tokens: {identical}")
+        print(f"cached: {cached:,.1f} tokens/s, plain: {plain_speed:,.1f} tokens/s "
+              f"(medians of {num_runs}), {cached / plain_speed:.2f}x, "
+              f"identical tokens: {identical}")
     else:
-        print(f"cached: {cached:,.1f} tokens/s (median of {num_runs}), identical tokens in every run: {identical}")
+        print(f"cached: {cached:,.1f} tokens/s (median of {num_runs}), "
+              f"identical tokens in every run: {identical}")
     # One cached step reads every weight once, for the whole batch: the floor is per step.
     nbytes, read_s = weights_floor(model)
     floor = num_sequences / read_s
-    print(f"memory-bandwidth floor: {nbytes / 1e6:,.1f} MB of weights per step, read once in {read_s * 1000:.2f} ms "
-          f"({nbytes / read_s / 1e9:.1f} GB/s): {floor:,.1f} tokens/s; cached runs at 1/{floor / cached:.2f} of it")
+    print(f"memory-bandwidth floor: {nbytes / 1e6:,.1f} MB of weights per step, "
+          f"read once in {read_s * 1000:.2f} ms ({nbytes / read_s / 1e9:.1f} GB/s): "
+          f"{floor:,.1f} tokens/s; cached runs at 1/{floor / cached:.2f} of it")
     agree = None
     if reference is not None:
         agree = (outputs['cached'][0] == reference)[:, prompt_length:].float().mean().item()
         print(f"greedy tokens equal to float32's: {agree * 100:.1f}%")
     for name in hf_runs:
-        same = f", tokens equal to ours in float32: {torch.equal(outputs['transformers ' + name][0], reference)}" \
-            if reference is not None else ""
+        same = ""
+        if reference is not None:
+            equal = torch.equal(outputs['transformers ' + name][0], reference)
+            same = f", tokens equal to ours in float32: {equal}"
         print(f"transformers {name}: {medians['transformers ' + name]:,.1f} tokens/s; "
               f"ours (cached) is {cached / medians['transformers ' + name]:.2f}x that{same}")
-    return dict(params=model.get_num_params(), num_sequences=num_sequences, prompt_length=prompt_length,
-                max_new_tokens=max_new_tokens, num_runs=num_runs, dtype=str(ptdtype).removeprefix('torch.'),
+    return dict(params=model.get_num_params(), num_sequences=num_sequences,
+                prompt_length=prompt_length, max_new_tokens=max_new_tokens, num_runs=num_runs,
+                dtype=str(ptdtype).removeprefix('torch.'),
                 cached_tokens_per_s=cached, plain_tokens_per_s=plain_speed,
                 speedup=cached / plain_speed if plain else None, identical=identical,
                 weight_bytes=nbytes, floor_tokens_per_s=floor, floor_ratio=floor / cached,

@@ -20,9 +20,10 @@ import torch
 
 from errors import InputError
 
-
 # -----------------------------------------------------------------------------
-# Writing files so that a crash at any moment leaves the old file or the new one, never half of one.
+# Writing files so that a crash at any moment leaves the old file or the new one, never half of
+# one.
+
 
 def temporary_name(path):
     """A name beside path for writing it before an atomic rename, unique to this run: two runs at
@@ -37,15 +38,19 @@ def atomic_write(path, unique=True):
     files); if the block fails, tmp is removed and path is left as it was. Several of these
     nested (contextlib.ExitStack) rename only once every one of them is complete. A write that the
     operating system refuses (a full disk, no permission) raises InputError. unique=False names
-    tmp path.tmp, so that a writer killed mid-write leaves one stale file, which the next replaces."""
+    tmp path.tmp, so that a writer killed mid-write leaves one stale file, which the next
+    replaces."""
     tmp, old = temporary_name(path) if unique else path + '.tmp', None
-    in_the_way = os.path.isdir(tmp)  # (not ours to remove)
+    # (a folder already there is not ours to remove)
+    in_the_way = os.path.isdir(tmp)
     try:
         yield tmp
         if os.path.isfile(tmp):
-            with open(tmp, 'rb+') as f:  # (writable: Windows syncs only such handles)
+            # (opened writable: Windows syncs only such handles)
+            with open(tmp, 'rb+') as f:
                 os.fsync(f.fileno())
-        if os.path.isdir(tmp) and os.path.isdir(path) and os.listdir(path):  # a full directory cannot be renamed over
+        # a directory that is not empty cannot be renamed over
+        if os.path.isdir(tmp) and os.path.isdir(path) and os.listdir(path):
             old = temporary_name(path)
             os.replace(path, old)
         os.replace(tmp, path)
@@ -57,8 +62,8 @@ def atomic_write(path, unique=True):
         elif os.path.isdir(tmp) and not in_the_way:
             shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
-            raise InputError(f"cannot write {e.filename or path} ({e.strerror}); check the free disk space, "
-                             "or write elsewhere") from e
+            raise InputError(f"cannot write {e.filename or path} ({e.strerror}); check the free "
+                             "disk space, or write elsewhere") from e
         raise
     if old is not None:
         shutil.rmtree(old)
@@ -66,7 +71,9 @@ def atomic_write(path, unique=True):
 
 # -----------------------------------------------------------------------------
 # Checkpoints: out_dir/ckpt.pt, nanoGPT's keys (model, optimizer, model_args, iter_num,
-# best_val_loss, config) plus what an exact resume needs (rng, scaler); and out_dir/metrics.jsonl.
+# best_val_loss, config) plus what an exact resume needs (rng, scaler, tokenizer); and
+# out_dir/metrics.jsonl.
+
 
 def check_out_dir(out_dir):
     """Refuse an out_dir that cannot take a checkpoint (empty, a file, not writable) before any
@@ -77,7 +84,8 @@ def check_out_dir(out_dir):
     while not os.path.exists(folder):
         folder = os.path.dirname(folder)
     if folder != os.path.abspath(out_dir) and not os.path.isdir(folder):
-        raise InputError(f"out_dir {out_dir} lies under {folder}, which is a file: choose another --out_dir")
+        raise InputError(f"out_dir {out_dir} lies under {folder}, which is a file: choose another "
+                         "--out_dir")
     if not os.path.isdir(folder):
         raise InputError(f"out_dir {out_dir} is a file, not a folder: choose another --out_dir")
     probe = temporary_name(os.path.join(folder, 'write-test'))
@@ -91,7 +99,8 @@ def check_out_dir(out_dir):
 
 
 def save_checkpoint(checkpoint, path):
-    with atomic_write(path, unique=False) as tmp, open(tmp, 'wb') as f:  # (a checkpoint has one writer: rank 0)
+    # (a checkpoint has one writer, rank 0: one temporary name)
+    with atomic_write(path, unique=False) as tmp, open(tmp, 'wb') as f:
         torch.save(checkpoint, f)
 
 
@@ -100,16 +109,19 @@ def load_checkpoint(path):
     Everything lands in CPU memory: the caller moves the model (and the optimizer's load_state_dict
     its state) to the device, RNG states must stay CPU tensors, and a GPU never holds two copies."""
     if not os.path.isfile(path):
-        raise InputError(f"no checkpoint at {path}: check --out_dir, or train one first with train.py")
+        raise InputError(f"no checkpoint at {path}: check --out_dir, or train one first with "
+                         "train.py")
     try:
-        with warnings.catch_warnings():  # a damaged file also makes torch warn; the one line below says it all
+        # a damaged file also makes torch warn; the one line below says it all
+        with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             # mmap: the file's pages are read as needed and shared by the processes of a node
             checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
     except Exception as e:
         raise InputError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:120]}); restore a good copy or start again")
-    missing = [k for k in ('model', 'model_args') if not isinstance(checkpoint, dict) or k not in checkpoint]
+    missing = [k for k in ('model', 'model_args')
+               if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing:
         raise InputError(f"{path} is not a training checkpoint (no {', '.join(missing)})")
     return checkpoint
@@ -143,23 +155,29 @@ def set_aside(paths):
 
 
 def check_resume(checkpoint, path, **settings):
-    """Refuse a resume that cannot continue the run: no optimizer state, or settings (block_size, optimizer,
-    lora_rank, lora_alpha) other than the run's own. One line naming the setting to pass."""
+    """Refuse a resume that cannot continue the run: no optimizer state, or settings
+    (block_size, optimizer, lora_rank, lora_alpha) other than the run's own. One line naming the
+    setting to pass."""
     if not {'optimizer', 'iter_num', 'best_val_loss'} <= set(checkpoint):
-        raise InputError(f"{path} has no optimizer state or iteration count to resume from; start a new run with another --out_dir")
-    lora = checkpoint.get('lora') or dict(rank=0, alpha=settings['lora_alpha'])  # (alpha means nothing without LoRA)
-    saved = dict(block_size=checkpoint['model_args']['block_size'], optimizer='muon' if 'muon' in checkpoint['optimizer'] else 'adamw',
+        raise InputError(f"{path} has no optimizer state or iteration count to resume from; start "
+                         "a new run with another --out_dir")
+    # (lora_alpha means nothing without LoRA)
+    lora = checkpoint.get('lora') or dict(rank=0, alpha=settings['lora_alpha'])
+    saved = dict(block_size=checkpoint['model_args']['block_size'],
+                 optimizer='muon' if 'muon' in checkpoint['optimizer'] else 'adamw',
                  lora_rank=lora['rank'], lora_alpha=lora['alpha'])
     for name, value in saved.items():
         if settings[name] != value:
-            raise InputError(f"the checkpoint was trained with {name}={value!r}; resume with --{name}={value}, "
-                             "or start a new run with another --out_dir")
+            raise InputError(f"the checkpoint was trained with {name}={value!r}; resume with "
+                             f"--{name}={value}, or start a new run with another --out_dir")
 
 
 def rng_state(device):
-    """Every random number generator's state, as plain types and CPU tensors (weights_only loads it)."""
+    """Every random number generator's state, as plain types and CPU tensors (which
+    torch.load(weights_only=True) reads)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {'torch': torch.get_rng_state(), 'numpy': (kind, keys.tolist(), pos, has_gauss, gauss), 'python': random.getstate()}
+    state = {'torch': torch.get_rng_state(), 'numpy': (kind, keys.tolist(), pos, has_gauss, gauss),
+             'python': random.getstate()}
     if torch.device(device).type == 'cuda':
         state['cuda'] = torch.cuda.get_rng_state(device)
     elif torch.device(device).type == 'mps':
@@ -190,7 +208,8 @@ def trim_metrics(path, iter_num, evaluates_now):
             continue
         if not isinstance(record, dict) or not isinstance(record.get('iter'), int):
             continue
-        if record['iter'] < iter_num or (record['iter'] == iter_num and not ('val_loss' in record and evaluates_now)):
+        evaluated_again = 'val_loss' in record and evaluates_now
+        if record['iter'] < iter_num or (record['iter'] == iter_num and not evaluated_again):
             kept.append(line)
     with atomic_write(path) as tmp, open(tmp, 'w') as f:
         f.writelines(kept)
@@ -208,26 +227,28 @@ EXPORT_FILES = ('config.json', 'generation_config.json', 'model.safetensors', 't
 def save_hf_directory(model, path, tokenizer=None, dtype=torch.float32, overwrite=False):
     """Write path as a transformers GPT-2 directory: the model's weights and configs
     (GPT.save_pretrained) and, when given, its tokenizer (a transformers tokenizer,
-    tokenizer.hf() of data.load_tokenizer), which GPT2LMHeadModel.from_pretrained, pipeline('text-generation') and
-    GPT.from_pretrained read. All of it goes to a temporary directory first, so a failure leaves
-    path as it was. A folder that is not empty takes the export only with overwrite=True, which
-    replaces the export's own files there (EXPORT_FILES) and nothing else."""
+    tokenizer.hf() of data.load_tokenizer), which GPT2LMHeadModel.from_pretrained,
+    pipeline('text-generation') and GPT.from_pretrained read. All of it goes to a temporary
+    directory first, so a failure while writing leaves path as it was. A folder that is not empty
+    takes the export only with overwrite=True, which replaces the export's own files there
+    (EXPORT_FILES), one by one, and nothing else."""
     path = os.path.normpath(path)  # no trailing slash
     if os.path.exists(path) and not os.path.isdir(path):
         raise InputError(f"{path} is a file, not a directory: choose another --export_hf")
     present = os.listdir(path) if os.path.isdir(path) else []
     if present and not overwrite:
-        raise InputError(f"{path} exists and is not empty: choose another directory, or --overwrite=True to "
-                         "replace the export's own files there (config.json, model.safetensors, ...; "
-                         "other files are kept)")
+        raise InputError(f"{path} exists and is not empty: choose another directory, or "
+                         "--overwrite=True to replace the export's own files there (config.json, "
+                         "model.safetensors, ...; other files are kept)")
     tmp = temporary_name(path)
     try:
         os.makedirs(tmp)
-        model.save_pretrained(tmp, dtype, tokenizer)  # (the weights and configs, for this tokenizer)
+        # the weights and configs, for this tokenizer
+        model.save_pretrained(tmp, dtype, tokenizer)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-            # transformers 5 names the class TokenizersBackend, which transformers 4 (still pinned by
-            # other tools) does not know; both versions load PreTrainedTokenizerFast.
+            # transformers 5 names the class TokenizersBackend, which transformers 4 (still
+            # pinned by other tools) does not know; both versions load PreTrainedTokenizerFast.
             with open(os.path.join(tmp, 'tokenizer_config.json')) as f:
                 tokenizer_config = json.load(f)
             if tokenizer_config.get('tokenizer_class') == 'TokenizersBackend':
@@ -249,11 +270,13 @@ def save_hf_directory(model, path, tokenizer=None, dtype=torch.float32, overwrit
             for name in set(EXPORT_FILES) & set(present) - set(written):
                 os.remove(os.path.join(path, name))
     except OSError as e:
-        raise InputError(f"cannot write {e.filename or path} ({e.strerror}); check the free disk space, "
-                         "or export elsewhere") from e
+        raise InputError(f"cannot write {e.filename or path} ({e.strerror}); check the free disk "
+                         "space, or export elsewhere") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     c, size = model.config, os.path.getsize(os.path.join(path, 'model.safetensors'))
-    print(f"wrote {path}: GPT-2 format, {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context "
-          f"{c.block_size} tokens (a prompt and its new tokens together), vocab {len(tokenizer) if tokenizer is not None else c.vocab_size}, "
-          f"{str(dtype).removeprefix('torch.')} weights ({size / 1e6:.1f} MB){'' if tokenizer is not None else ', no tokenizer'}")
+    vocab = len(tokenizer) if tokenizer is not None else c.vocab_size
+    no_tokenizer = '' if tokenizer is not None else ', no tokenizer'
+    print(f"wrote {path}: GPT-2 format, {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, "
+          f"context {c.block_size} tokens (a prompt and its new tokens together), vocab {vocab}, "
+          f"{str(dtype).removeprefix('torch.')} weights ({size / 1e6:.1f} MB){no_tokenizer}")

@@ -38,20 +38,24 @@ def settings_of(namespace):
 
 def nullable(namespace):
     """The settings that also take None, annotated so in the script: `top_k: int | None = 200`."""
-    return {k for k, kind in namespace.get('__annotations__', {}).items() if type(None) in typing.get_args(kind)}
+    annotations = namespace.get('__annotations__', {})
+    return {k for k, kind in annotations.items() if type(None) in typing.get_args(kind)}
 
 
 def check_type(key, value, default, takes_none=False):
-    """Return value, checked against the type of the setting's default (or None, if it takes_none)."""
-    if (default is None or takes_none or type(default) is bool) and isinstance(value, str) and value.lower() in ('true', 'false', 'none'):
-        value = {'true': True, 'false': False, 'none': None}[value.lower()]  # --compile=false is meant as a bool
+    """Return value, checked against the type of the setting's default (or None if takes_none)."""
+    takes_word = default is None or takes_none or type(default) is bool
+    if takes_word and isinstance(value, str) and value.lower() in ('true', 'false', 'none'):
+        # --compile=false is meant as a bool
+        value = {'true': True, 'false': False, 'none': None}[value.lower()]
     if default is None or (value is None and takes_none):
         return value  # settings that default to None take any literal; the script checks them
     expected = type(default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)  # 1 where 1.0 is meant is fine
     if type(value) is not expected:
-        raise ConfigError(f"--{key} expects {expected.__name__} (default {default!r}), got {value!r}")
+        raise ConfigError(f"--{key} expects {expected.__name__} (default {default!r}), "
+                          f"got {value!r}")
     return value
 
 
@@ -110,8 +114,10 @@ def help_text(namespace, settings):
     except (KeyError, OSError):
         pass
     width = max(len(k) for k in settings)
-    lines = [f"usage: python {namespace.get('__file__', 'script.py')} [config/FILE.py ...] [--key=value ...]", ""]
-    lines += [f"  --{k:<{width}} = {v!r:<20} {comments.get(k, '')}".rstrip() for k, v in settings.items()]
+    script = namespace.get('__file__', 'script.py')
+    lines = [f"usage: python {script} [config/FILE.py ...] [--key=value ...]", ""]
+    for k, v in settings.items():
+        lines.append(f"  --{k:<{width}} = {v!r:<20} {comments.get(k, '')}".rstrip())
     return "\n".join(lines)
 
 

@@ -3,7 +3,8 @@ Training over several processes (torchrun): FSDP sharding of the model and its o
 the gathering of shards into one whole checkpoint and back, and the end of a distributed run.
 DDP itself is torch's DistributedDataParallel, wrapped in train.py.
 
-    torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char_cpu.py --device=cpu --fsdp=True
+    torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char_cpu.py \
+        --device=cpu --fsdp=True
 """
 
 import atexit
@@ -17,6 +18,7 @@ from muon import MuonAdamW
 
 # FSDP (train.py --fsdp=True under torchrun): each process keeps 1/N of every parameter, gradient
 # and optimizer state, and gathers one block's whole weights only while it computes that block.
+
 
 def torch_version():
     """The installed torch's (major, minor) version."""
@@ -45,7 +47,9 @@ def shard_model(model, device_type, dtype, world_size):
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     mesh = init_device_mesh(device_type, (world_size,))
     bf16 = device_type == 'cuda' and dtype == torch.bfloat16
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+    mp = MixedPrecisionPolicy()
+    if bf16:
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     for block in model.transformer.h:
         fully_shard(block, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
@@ -74,12 +78,13 @@ def gather_state(state, keep):
 
 
 def end_distributed_run():
-    """The end of a distributed run that finished or stopped after its save: destroy the process group,
-    run the exit handlers (wandb's among them), then end the process with status 0 without the
-    interpreter's teardown. Never returns, and kills Python threads still running: nothing may be left
-    in one. Why: gloo's worker threads outlive destroy_process_group, and one still letting go of a
-    tensor as the interpreter tears itself down aborts the process (SIGABRT, "terminate called without
-    an active exception"), so torchrun reports a good run as failed (1 tiny run in ~150, 2 busy CPUs)."""
+    """The end of a distributed run that finished or stopped after its save: destroy the process
+    group, run the exit handlers (wandb's among them), then end the process with status 0 without
+    the interpreter's teardown. Never returns, and kills Python threads still running: nothing may
+    be left in one. Why: gloo's worker threads outlive destroy_process_group, and one still
+    letting go of a tensor as the interpreter tears itself down can abort the process (SIGABRT,
+    "terminate called without an active exception"), so that torchrun reports a good run as
+    failed."""
     import torch.distributed as dist
     dist.destroy_process_group()
     atexit._run_exitfuncs()
@@ -94,12 +99,16 @@ def shard_optimizer_state(state_dict, optimizer):
     optimizer.load_state_dict. Every process holds the whole checkpoint, so no communication."""
     from torch.distributed.tensor import DTensor, distribute_tensor
     if isinstance(optimizer, MuonAdamW):
-        return {name: shard_optimizer_state(state_dict[name], getattr(optimizer, name)) for name in ('muon', 'adamw')}
-    params = [p for group in optimizer.param_groups for p in group['params']]  # in state_dict's numbering
-    state = {}
-    for i, param_state in state_dict['state'].items():
-        p = params[i]
-        state[i] = {k: distribute_tensor(v.to(p.dtype), p.device_mesh, p.placements, src_data_rank=None)
-                    if isinstance(p, DTensor) and torch.is_tensor(v) and v.shape == p.shape else v
-                    for k, v in param_state.items()}
+        return {name: shard_optimizer_state(state_dict[name], getattr(optimizer, name))
+                for name in ('muon', 'adamw')}
+    # in state_dict's numbering
+    params = [p for group in optimizer.param_groups for p in group['params']]
+
+    def shard(v, p):
+        # a tensor of the parameter's shape (AdamW's moments) is cut as the parameter is
+        if isinstance(p, DTensor) and torch.is_tensor(v) and v.shape == p.shape:
+            return distribute_tensor(v.to(p.dtype), p.device_mesh, p.placements, src_data_rank=None)
+        return v
+    state = {i: {k: shard(v, params[i]) for k, v in param_state.items()}
+             for i, param_state in state_dict['state'].items()}
     return {**state_dict, 'state': state}

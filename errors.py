@@ -12,7 +12,8 @@ import sys
 
 
 class InputError(ValueError):
-    """A bad input: a setting, a file, a model name. The message says what is wrong and what to do."""
+    """A bad input: a setting, a file, a model name. Its message says what is wrong, and what
+    to do."""
 
 
 def report_errors():

@@ -32,7 +32,8 @@ class LoRALinear(nn.Module):
         self.weight.data = self.weight.data.to(frozen_dtype or self.weight.dtype)
         A = self.weight.new_empty(rank, self.in_features, dtype=torch.float32)
         self.lora_A = nn.Parameter(nn.init.kaiming_uniform_(A, a=math.sqrt(5)))
-        self.lora_B = nn.Parameter(self.weight.new_zeros(self.out_features, rank, dtype=torch.float32))
+        B = self.weight.new_zeros(self.out_features, rank, dtype=torch.float32)
+        self.lora_B = nn.Parameter(B)
         self.scale = alpha / rank
 
     def forward(self, x):
@@ -78,15 +79,18 @@ def load_lora(model, checkpoint, base):
     state, merged = model.state_dict(), merged_state_dict(model)
     adapted = {k.rsplit('.', 1)[0] + '.weight' for k in lora['adapters']}
     same_dtype = lora.get('frozen_dtype') == str(model.transformer.h[0].attn.c_attn.weight.dtype)
-    # a base kept in another dtype than the run's differs by its rounding (bfloat16: 8 bits)
+    # A base kept in another dtype than the run's differs by its rounding (bfloat16: 8 bits); an
+    # update multiplied out on a GPU (TF32: 10 bits) by that rounding of the update.
     rtol = 1e-5 if same_dtype else 2 ** -7
 
     def differs(k, v):
         if k in adapted:
-            return not torch.allclose(merged[k], v.float(), rtol=rtol, atol=1e-7)
+            update = merged[k] - state[k].float()
+            atol = 2 ** -8 * update.abs().max().item() + 1e-7
+            return not torch.allclose(merged[k], v.float(), rtol=rtol, atol=atol)
         return not (k in state and torch.equal(v, state[k]))
     changed = [k for k, v in checkpoint['model'].items() if differs(k, v)]
     if changed:
-        raise InputError(f"{base} is not the model this LoRA run started from (its {changed[0]} differs "
-                         "from the checkpoint's): put that model back, or start a new run with another "
-                         "--out_dir")
+        raise InputError(f"{base} is not the model this LoRA run started from (its {changed[0]} "
+                         "differs from the checkpoint's): put that model back, or start a new run "
+                         "with another --out_dir")

@@ -145,14 +145,15 @@ class KVCache:
         self.length = 0
 
     def update(self, layer, k, v):
-        """Store the new tokens' k, v (B, nh, T, hs) of one layer; return that layer's k, v so far."""
+        """Store the new tokens' k, v (B, nh, T, hs) of one layer; return its k, v so far."""
         if self.k is None:
             B, nh, _, hs = k.shape
             dtype = k.dtype
             if k.device.type == 'cpu':
                 dtype = torch.promote_types(k.dtype, torch.float32)
-            self.k = [k.new_empty(B, nh, self.block_size, hs, dtype=dtype) for _ in range(self.n_layer)]
-            self.v = [v.new_empty(B, nh, self.block_size, hs, dtype=dtype) for _ in range(self.n_layer)]
+            shape = (B, nh, self.block_size, hs)
+            self.k = [k.new_empty(shape, dtype=dtype) for _ in range(self.n_layer)]
+            self.v = [v.new_empty(shape, dtype=dtype) for _ in range(self.n_layer)]
         K, V, T = self.k[layer], self.v[layer], k.size(2)
         K.narrow(2, self.length, T).copy_(k)
         V.narrow(2, self.length, T).copy_(v)
@@ -204,8 +205,9 @@ class GPT(nn.Module):
         B, T = idx.size()
         start = cache.length if cache is not None else 0
         if start + T > self.config.block_size:
-            raise InputError(f"sequence of {start + T} tokens is longer than block_size "
-                             f"{self.config.block_size}: crop it to the last {self.config.block_size}")
+            limit = self.config.block_size
+            raise InputError(f"sequence of {start + T} tokens is longer than block_size {limit}: "
+                             f"crop it to the last {limit}")
         # (B, T, C): each token's embedding plus its position's
         x = self.transformer.wte(idx) + self.transformer.wpe.weight[start:start + T]
         x = self.transformer.drop(x)
@@ -221,14 +223,16 @@ class GPT(nn.Module):
             # inference-time mini-optimization: only forward the lm_head on the very last position
             return self.lm_head(self.transformer.ln_f(x[:, -1:, :])), None  # (B, 1, vocab)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
+                               ignore_index=-1)
         return logits, loss
 
     def crop_block_size(self, block_size):
         """Shrink the context length, e.g. to finetune GPT-2 (1024) with a shorter block_size."""
         if block_size > self.config.block_size:
-            raise InputError(f"cannot grow block_size from {self.config.block_size} to {block_size}: "
-                             "learned positions beyond the model's context do not exist")
+            raise InputError(f"cannot grow block_size from {self.config.block_size} to "
+                             f"{block_size}: learned positions beyond the model's context do not "
+                             "exist")
         self.config.block_size = block_size
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
@@ -249,7 +253,8 @@ class GPT(nn.Module):
         tokens (PaLM paper, appendix B): per weight and token, 2 forward, 2 backward to the inputs
         and 2 for its gradient if it trains (6 in all; 4 for a frozen weight), plus attention."""
         cfg = self.config
-        N, L, H, Q, T = self.get_num_params(), cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
+        N, L, H, T = self.get_num_params(), cfg.n_layer, cfg.n_head, cfg.block_size
+        Q = cfg.n_embd // cfg.n_head
         trained = sum(p.numel() for n, p in self.named_parameters()
                       if p.requires_grad and n != 'transformer.wpe.weight')
         return (4 * N + 2 * trained + 12 * L * H * Q * T) * T * fwdbwd_per_iter
@@ -289,8 +294,8 @@ class GPT(nn.Module):
                 next_token = sample_next_token(logits, temperature, top_k, top_p, generator)
             idx = torch.cat((idx, next_token), dim=1)
         if not finite:
-            raise InputError("the model's logits held NaN or inf values: its weights are broken, or "
-                             "the dtype overflowed (float16?): try --dtype=float32 or bfloat16")
+            raise InputError("the model's logits held NaN or inf values: its weights are broken, "
+                             "or the dtype overflowed (float16?): try --dtype=float32 or bfloat16")
         return idx
 
     # -------------------------------------------------------------------------------------------
@@ -314,8 +319,9 @@ class GPT(nn.Module):
                              f"({str(e).splitlines()[1].strip()})")
         for name, p in model.named_parameters():
             if not torch.isfinite(p).all():
-                raise InputError(f"the checkpoint's {name} holds NaN or inf values (the run diverged, "
-                                 "or the file is damaged): resume from another checkpoint or train again")
+                raise InputError(f"the checkpoint's {name} holds NaN or inf values (the run "
+                                 "diverged, or the file is damaged): resume from another "
+                                 "checkpoint or train again")
         return model
 
     @classmethod
@@ -372,9 +378,11 @@ class GPT(nn.Module):
         vocab_size = len(tokenizer) if tokenizer is not None else c.vocab_size
         if vocab_size > c.vocab_size:
             raise InputError(f"the tokenizer has {vocab_size} tokens but the model only "
-                             f"{c.vocab_size}: export the model with the tokenizer it was trained with")
+                             f"{c.vocab_size}: export the model with the tokenizer it was "
+                             "trained with")
         if self.lm_head.weight is not self.transformer.wte.weight:
-            raise InputError("lm_head is not tied to the token embeddings, which GPT-2's format requires")
+            raise InputError("lm_head is not tied to the token embeddings, which GPT-2's format "
+                             "requires")
         sd = {}
         for k, v in self.state_dict().items():
             if k == 'lm_head.weight':
@@ -467,5 +475,5 @@ def check_gpt2_arithmetic(c, name):
     )
     unsupported = {k: getattr(c, k) for k, same in computes_ours.items() if not same}
     if unsupported:
-        raise InputError(f"{name} is a GPT-2 variant this model does not implement ({unsupported}); "
-                         "only GPT-2's own architecture loads")
+        raise InputError(f"{name} is a GPT-2 variant this model does not implement "
+                         f"({unsupported}); only GPT-2's own architecture loads")

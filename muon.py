@@ -15,16 +15,17 @@ class MuonAdamW:
     """Two optimizers stepped as one: Muon for the blocks' matrices, AdamW for the rest
     (GPT.configure_optimizers). It has what train.py and GradScaler use of an optimizer:
     param_groups (both optimizers' groups, so one loop sets every lr), step, zero_grad,
-    state_dict and load_state_dict. The state dict holds both states, {'muon': ..., 'adamw': ...}."""
+    state_dict and load_state_dict. The state dict holds both: {'muon': ..., 'adamw': ...}."""
 
     def __init__(self, matrices, adamw, lr, momentum, weight_decay):
         if not hasattr(torch.optim, 'Muon'):
-            raise InputError(f"optimizer='muon' needs torch.optim.Muon, new in torch 2.9 (this is torch "
-                             f"{torch.__version__}): upgrade torch, or use --optimizer=adamw")
+            raise InputError(f"optimizer='muon' needs torch.optim.Muon, new in torch 2.9 (this is "
+                             f"torch {torch.__version__}): upgrade torch, or use --optimizer=adamw")
         # torch.optim.Muon: SGD with Nesterov momentum whose update of each matrix is orthogonalised
         # (Newton-Schulz), its lr scaled by sqrt(max(1, rows / cols)), decoupled weight decay.
-        # 'muon': True marks its group for train.py's schedule, which scales it to Muon's own peak lr.
-        self.muon = torch.optim.Muon([{'params': matrices, 'muon': True}], lr=lr, momentum=momentum, weight_decay=weight_decay)
+        # 'muon': True marks its group for train.py's schedule, which scales it to Muon's peak lr.
+        groups = [{'params': matrices, 'muon': True}]
+        self.muon = torch.optim.Muon(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.adamw = adamw
         self.param_groups = self.muon.param_groups + adamw.param_groups
 

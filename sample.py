@@ -2,16 +2,17 @@
 Sample text from a trained model: a checkpoint of train.py (or of nanoGPT), OpenAI's GPT-2, or a
 GPT-2 directory written by transformers' save_pretrained. Settings below; see --help.
 
-    python sample.py --out_dir=out-shakespeare-char --device=cpu --num_samples=2 --max_new_tokens=100
+    python sample.py --out_dir=out-shakespeare-char --device=cpu \
+        --num_samples=2 --max_new_tokens=100
 
 A checkpoint decodes with its dataset's tokenizer: meta.pkl (characters) or tokenizer.json (a BPE
-trained on the text); anything else uses the GPT-2 BPE (tiktoken). A prompt longer than the model's block_size is cropped to its
-last block_size tokens, with a note: that is all the model can read. The samples are generated
-together, in one batch (max_batch caps it), with the weights cast to dtype; after them one line on
-stderr gives the tokens/s.
+trained on the text); anything else uses the GPT-2 BPE (tiktoken). A prompt longer than the
+model's block_size is cropped to its last block_size tokens, with a note: that is all the model
+can read. The samples are generated together, in one batch (max_batch caps it), with the weights
+cast to dtype; after them one line on stderr gives the tokens/s.
 
 --export_hf=DIR writes the model and its tokenizer to DIR in transformers' GPT-2 format instead of
-sampling (README, Exporting to Hugging Face).
+sampling, in float32 or --dtype=bfloat16/float16 (README, Exporting to Hugging Face).
 """
 
 import os
@@ -22,17 +23,17 @@ from contextlib import nullcontext
 import torch
 
 import data
-from cpu_generation import can_pack, packed
 from checkpoint import load_checkpoint, save_hf_directory
+from cpu_generation import can_pack, packed
 from devices import DTYPES, inference_dtype, setup_device
 from errors import InputError
 from model import GPT
 
-init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or a transformers GPT-2 directory
+init_from = 'resume'  # resume (out_dir/ckpt.pt), gpt2, gpt2-medium/-large/-xl or a transformers dir
 out_dir = 'out'  # where train.py wrote ckpt.pt (with init_from='resume')
 start = "\n"  # the prompt; "FILE:prompt.txt" reads it from a file
 num_samples = 10  # samples to draw
-max_batch = 0  # samples generated at once, at most (0 = all num_samples in one batch); lower it if memory runs short
+max_batch = 0  # samples generated at once, at most (0 = all); lower it if memory runs short
 max_new_tokens = 500  # tokens generated per sample
 temperature = 0.8  # 1.0 = the model's distribution, lower = more predictable, 0 = greedy
 top_k: int | None = 200  # keep only the k most likely tokens (0 or None = all)
@@ -40,17 +41,20 @@ top_p = None  # keep the smallest set of most likely tokens whose probability re
 seed = 1337
 device = 'auto'  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
 dtype = 'auto'  # the weights' dtype: auto (per device, see README), float32, bfloat16, float16
-compile = False  # torch.compile the full forward pass (used past block_size); the KV-cache step stays eager
-export_hf = ''  # a directory: write model and tokenizer there in transformers' format and exit (float32, or --dtype=bfloat16/float16)
+compile = False  # torch.compile the full forward pass (used past block_size), not the KV-cache step
+export_hf = ''  # a directory: write model and tokenizer there in transformers' format and exit
 overwrite = False  # with export_hf: replace a directory that is not empty
 
 from configurator import configure  # noqa: E402
+
 configure(globals())
 
 if num_samples < 1 or max_new_tokens < 1:
-    raise InputError(f"num_samples ({num_samples}) and max_new_tokens ({max_new_tokens}) must be at least 1")
+    raise InputError(f"num_samples ({num_samples}) and max_new_tokens ({max_new_tokens}) "
+                     "must be at least 1")
 if not isinstance(max_batch, int) or max_batch < 0:
-    raise InputError(f"max_batch={max_batch!r}: use a whole number of samples, or 0 for all num_samples at once")
+    raise InputError(f"max_batch={max_batch!r}: use a whole number of samples, "
+                     "or 0 for all num_samples at once")
 if temperature < 0:
     raise InputError(f"temperature={temperature} is negative: use 0 (greedy) or more")
 if top_k is not None and (not isinstance(top_k, int) or top_k < 0):
@@ -78,13 +82,16 @@ if dataset is None and os.path.isfile(os.path.join(init_from, 'tokenizer.json'))
     dataset = os.path.abspath(init_from)
 if saved_tokenizer is not None:
     tokenizer = data.tokenizer_from_state(saved_tokenizer)
-    data.check_vocab(tokenizer, None, model.config.vocab_size, "the checkpoint is damaged; train again")
+    data.check_vocab(tokenizer, None, model.config.vocab_size,
+                     "the checkpoint is damaged; train again")
 else:
     tokenizer = data.load_tokenizer(dataset, model_vocab_size=model.config.vocab_size)
 if export_hf:
-    # float32 unless a half precision is asked for explicitly ('auto' picks for sampling, not for a file)
+    # float32 unless a half precision is asked for explicitly
+    # ('auto' picks for sampling, not for a file)
     save_hf_directory(model, export_hf, tokenizer.hf(model_max_length=model.config.block_size),
-                      dtype=torch.float32 if dtype == 'auto' else DTYPES[dtype], overwrite=overwrite)
+                      dtype=torch.float32 if dtype == 'auto' else DTYPES[dtype],
+                      overwrite=overwrite)
     raise SystemExit(0)
 model.eval().to(device=device, dtype=ptdtype)
 if compile:
@@ -93,17 +100,19 @@ if compile:
 # the prompt
 if start.startswith('FILE:'):
     try:
-        with open(start[5:], encoding='utf-8', newline='') as f:  # as written: '\r\n' stays, as prepare.py keeps it
+        # as written: '\r\n' stays, as prepare.py keeps it
+        with open(start[5:], encoding='utf-8', newline='') as f:
             start = f.read()
     except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read the prompt file {start[5:]!r} ({getattr(e, 'strerror', None) or e})")
+        reason = getattr(e, 'strerror', None) or e
+        raise InputError(f"cannot read the prompt file {start[5:]!r} ({reason})")
 start_ids = tokenizer.encode(start)
 if not start_ids:
     raise InputError("the prompt is empty: give at least one character, e.g. --start='\\n'")
 block_size = model.config.block_size
 if len(start_ids) > block_size:
-    print(f"note: the prompt is {len(start_ids)} tokens, longer than the model's block_size {block_size}: "
-          f"keeping its last {block_size}")
+    print(f"note: the prompt is {len(start_ids)} tokens, longer than the model's block_size "
+          f"{block_size}: keeping its last {block_size}")
     start_ids = start_ids[-block_size:]
 x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]  # (1, T)
 
@@ -126,5 +135,6 @@ for first in range(0, num_samples, batch):
         print(tokenizer.decode(ids))
         print('---------------')
 n = num_samples * max_new_tokens
-print(f"generated {n} tokens in {seconds:.2f} s ({n / seconds:,.1f} tokens/s, dtype {str(ptdtype).removeprefix('torch.')}; "
+print(f"generated {n} tokens in {seconds:.2f} s ({n / seconds:,.1f} tokens/s, "
+      f"dtype {str(ptdtype).removeprefix('torch.')}; "
       f"reading the {x.size(1)}-token prompt included)", file=sys.stderr)

@@ -1,4 +1,5 @@
-# Goal: the loss of OpenAI's GPT-2 124M (gpt2) on OpenWebText and its HellaSwag accuracy, without training.
+# Goal: the loss of OpenAI's GPT-2 124M (gpt2) on OpenWebText and its HellaSwag accuracy,
+# without training.
 # Hardware: one GPU (or slowly, a CPU); run with
 #   python train.py config/eval_gpt2.py
 # Expected: train loss ~3.11, val loss ~3.12.

@@ -1,4 +1,5 @@
-# Goal: the loss of OpenAI's GPT-2 774M (gpt2-large) on OpenWebText and its HellaSwag accuracy, without training.
+# Goal: the loss of OpenAI's GPT-2 774M (gpt2-large) on OpenWebText and its HellaSwag accuracy,
+# without training.
 # Hardware: one GPU (or slowly, a CPU); run with
 #   python train.py config/eval_gpt2_large.py
 # Expected: train loss ~2.66, val loss ~2.67.

@@ -1,4 +1,5 @@
-# Goal: the loss of OpenAI's GPT-2 350M (gpt2-medium) on OpenWebText and its HellaSwag accuracy, without training.
+# Goal: the loss of OpenAI's GPT-2 350M (gpt2-medium) on OpenWebText and its HellaSwag accuracy,
+# without training.
 # Hardware: one GPU (or slowly, a CPU); run with
 #   python train.py config/eval_gpt2_medium.py
 # Expected: train loss ~2.85, val loss ~2.84.

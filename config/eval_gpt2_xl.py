@@ -1,4 +1,5 @@
-# Goal: the loss of OpenAI's GPT-2 1558M (gpt2-xl) on OpenWebText and its HellaSwag accuracy, without training.
+# Goal: the loss of OpenAI's GPT-2 1558M (gpt2-xl) on OpenWebText and its HellaSwag accuracy,
+# without training.
 # Hardware: one GPU (or slowly, a CPU); run with
 #   python train.py config/eval_gpt2_xl.py
 # Expected: train loss ~2.56, val loss ~2.54.

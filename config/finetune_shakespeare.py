@@ -1,7 +1,8 @@
 # Goal: finetune OpenAI's GPT-2 XL (1.5B) on Shakespeare in the GPT-2 BPE.
 # Hardware: one GPU with ~30 GB or more (an A100 40GB: a few minutes). Smaller GPUs: pick a smaller
 # init_from (roughly gpt2-large ~16 GB, gpt2-medium ~8 GB, gpt2 ~4 GB at this batch size; README),
-# or shard it over several: torchrun --standalone --nproc_per_node=4 train.py config/finetune_shakespeare.py --fsdp=True
+# or shard it over several:
+#   torchrun --standalone --nproc_per_node=4 train.py config/finetune_shakespeare.py --fsdp=True
 # Expected: val loss ~3.3 or below within 20 iterations (the best checkpoint is kept), then
 #   python sample.py --out_dir=out-shakespeare
 # Prepare the data first: python data/shakespeare/prepare.py

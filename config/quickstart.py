@@ -6,9 +6,11 @@
 # Batch: see the config that is picked.
 
 import os
+
 import torch
 
-_name = 'train_shakespeare_char.py' if torch.cuda.is_available() else 'train_shakespeare_char_cpu.py'
+_cuda = torch.cuda.is_available()
+_name = 'train_shakespeare_char.py' if _cuda else 'train_shakespeare_char_cpu.py'
 _path = os.path.join(os.path.dirname(os.path.abspath(__file__)), _name)
-print(f"quickstart: {'CUDA GPU' if torch.cuda.is_available() else 'no CUDA GPU'} found, using config/{_name}")
+print(f"quickstart: {'CUDA GPU' if _cuda else 'no CUDA GPU'} found, using config/{_name}")
 exec(open(_path).read())

@@ -3,7 +3,8 @@ Reading prepared datasets. Each data/<name>/prepare.py writes train.bin and val.
 token streams, np.memmap-readable) and, for character-level data, meta.pkl (vocab_size, itos,
 stoi). train.py, sample.py, bench.py and the tests read them through the functions here:
 
-    python -c "import data; s = data.open_dataset('shakespeare_char', block_size=64); print(len(s['train']))"
+    python -c "import data; s = data.open_dataset('shakespeare_char', block_size=64); \
+print(len(s['train']))"
 """
 
 import contextlib
@@ -42,7 +43,8 @@ def load_meta(name):
         with open(path, 'rb') as f:
             meta = _PlainUnpickler(f).load()
     except Exception as e:
-        raise InputError(f"cannot load {path} ({e}); run the dataset's prepare.py again to rewrite it")
+        raise InputError(f"cannot load {path} ({e}); "
+                         "run the dataset's prepare.py again to rewrite it")
     if not isinstance(meta, dict) or not isinstance(meta.get('vocab_size'), int):
         raise InputError(f"{path} has no integer vocab_size; run the dataset's prepare.py again")
     return meta
@@ -52,7 +54,7 @@ class Tokens:
     """One split of a dataset. Reads each sample with a plain file read instead of a memmap: a
     memmap's pages pile up in the process's memory over a long run (nanoGPT#287), while the
     file is opened once and the operating system's cache still makes reads cheap. Nothing reads
-    the whole file: start-up costs the same for 2 MB of Shakespeare and 17 GB of OpenWebText."""
+    the whole file: start-up costs the same for a small text as for all of OpenWebText."""
 
     def __init__(self, path):
         self.path = path
@@ -74,13 +76,17 @@ class Tokens:
         if self.vocab_size is not None and rows.max() >= self.vocab_size:
             # on the CPU, before the ids reach an embedding (on a GPU: a device-side assert)
             row, col = np.unravel_index(rows.argmax(), rows.shape)
-            raise InputError(f"{self.path} holds token id {rows[row, col]} (token {int(ix[row]) + col:,}), "
-                             f"but the model's vocab_size is {self.vocab_size}: prepare the data again with "
-                             "the model's tokenizer, or train a new model on it (--init_from=scratch)")
+            raise InputError(f"{self.path} holds token id {rows[row, col]} "
+                             f"(token {int(ix[row]) + col:,}), "
+                             f"but the model's vocab_size is {self.vocab_size}: "
+                             "prepare the data again with the model's tokenizer, "
+                             "or train a new model on it (--init_from=scratch)")
         rows = torch.from_numpy(rows.astype(np.int64))
         x, y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()  # (B, T) each
-        if torch.device(device).type == 'cuda':  # pinned memory lets the copy overlap compute
-            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        # pinned memory lets the copy overlap compute
+        if torch.device(device).type == 'cuda':
+            return (x.pin_memory().to(device, non_blocking=True),
+                    y.pin_memory().to(device, non_blocking=True))
         return x.to(device), y.to(device)
 
 
@@ -88,16 +94,20 @@ def open_dataset(name, block_size):
     """{'train': Tokens, 'val': Tokens} of data/<name>, checked to be long enough for block_size."""
     path = dataset_dir(name)
     if not os.path.isdir(path):
-        present = sorted(d for d in os.listdir(DATA_DIR) if os.path.isdir(os.path.join(DATA_DIR, d)) and not d.startswith('_'))
-        raise InputError(f"no dataset {name!r} (no folder {path}); datasets in data/: {', '.join(present)}")
+        present = sorted(d for d in os.listdir(DATA_DIR)
+                         if os.path.isdir(os.path.join(DATA_DIR, d)) and not d.startswith('_'))
+        raise InputError(f"no dataset {name!r} (no folder {path}); "
+                         f"datasets in data/: {', '.join(present)}")
     splits = {}
     for split in ('train', 'val'):
         file = os.path.join(path, f'{split}.bin')
         if not os.path.isfile(file):
-            raise InputError(f"{file} is missing: run python {os.path.join(path, 'prepare.py')} first")
+            raise InputError(f"{file} is missing: "
+                             f"run python {os.path.join(path, 'prepare.py')} first")
         splits[split] = Tokens(file)
         if len(splits[split]) <= block_size:
-            raise InputError(f"{file} holds {len(splits[split])} tokens, not more than block_size={block_size}: "
+            raise InputError(f"{file} holds {len(splits[split])} tokens, "
+                             f"not more than block_size={block_size}: "
                              f"use a smaller --block_size or more data")
     return splits
 
@@ -111,7 +121,9 @@ def bytes_per_token(tokens, tokenizer, sample_runs=256, run_length=4096):
     character vocabularies whose characters all have the same number of bytes, e.g. ASCII)."""
     try:
         token_bytes = tokenizer.token_bytes()
-    except InputError:  # GPT-2's BPE offline without its cached files: train without val_bpb rather than not at all
+    except InputError:
+        # GPT-2's BPE offline, without its cached files:
+        # train without val_bpb rather than not at all
         return None
     if token_bytes is None:
         return None
@@ -130,17 +142,20 @@ def bytes_per_token(tokens, tokenizer, sample_runs=256, run_length=4096):
 # Helpers for the data/<name>/prepare.py scripts.
 
 def download_text(url, path):
-    """The text of path, fetched from url first if the file is missing; one clear line if it is empty."""
+    """The text of path, fetched from url first if the file is missing; one clear line if it is
+    empty."""
     if not os.path.exists(path):
         download(url, path)
     text = read_text(path)
     if not text:
-        raise InputError(f"{path} is empty; delete it so that it is downloaded again, or put the text there")
+        raise InputError(f"{path} is empty; delete it so that it is downloaded again, "
+                         "or put the text there")
     return text
 
 
 def download(url, path):
-    """Fetch url to path, through a temporary file so that a broken download leaves nothing behind."""
+    """Fetch url to path, through a temporary file so that a broken download leaves nothing
+    behind."""
     import urllib.request
     print(f"downloading {url}")
     with atomic_write(path) as tmp:
@@ -162,7 +177,8 @@ def read_text(path):
     try:
         return raw.decode('utf-8')
     except UnicodeDecodeError as e:
-        raise InputError(f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+        raise InputError(f"{path} is not UTF-8 text "
+                         f"(byte 0x{raw[e.start]:02x} at offset {e.start}); "
                          f"convert it first, e.g. iconv -f latin1 -t utf-8")
 
 
@@ -172,8 +188,9 @@ def gpt2_encoding():
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as e:  # its two files are downloaded on first use
-        raise InputError(f"cannot load tiktoken's GPT-2 BPE ({type(e).__name__}); it is downloaded once, "
-                         f"so connect to the internet, or set TIKTOKEN_CACHE_DIR to a folder that already holds it")
+        raise InputError(f"cannot load tiktoken's GPT-2 BPE ({type(e).__name__}); "
+                         f"it is downloaded once, so connect to the internet, "
+                         f"or set TIKTOKEN_CACHE_DIR to a folder that already holds it")
 
 
 def check_splits(train_ids, val_ids, min_split_tokens, val_fraction):
@@ -182,7 +199,8 @@ def check_splits(train_ids, val_ids, min_split_tokens, val_fraction):
     print(f"val has {len(val_ids):,} tokens")
     for name, ids in (('train', train_ids), ('val', val_ids)):
         if len(ids) < min_split_tokens:
-            raise InputError(f"the {name} split would hold only {len(ids):,} tokens (min_split_tokens={min_split_tokens}): "
+            raise InputError(f"the {name} split would hold only {len(ids):,} tokens "
+                             f"(min_split_tokens={min_split_tokens}): "
                              f"use a longer text, or change --val_fraction (now {val_fraction})")
 
 
@@ -208,15 +226,17 @@ def write_files(out_dir, outputs):
         try:
             os.makedirs(out_dir, exist_ok=True)
         except OSError as e:
-            raise InputError(f"cannot write {e.filename or out_dir} ({e.strerror}); check the free disk space, "
-                             "or write elsewhere")
+            raise InputError(f"cannot write {e.filename or out_dir} ({e.strerror}); "
+                             "check the free disk space, or write elsewhere")
         for filename, content in outputs.items():
-            with open(files.enter_context(atomic_write(os.path.join(out_dir, filename))), 'wb') as f:
+            tmp = files.enter_context(atomic_write(os.path.join(out_dir, filename)))
+            with open(tmp, 'wb') as f:
                 f.write(content)
     remove_stale_vocabulary(out_dir, outputs)
 
 
-# tiktoken's GPT-2 BPE files (tiktoken_ext/openai_public.py): the URL it caches each under, and its sha256.
+# tiktoken's GPT-2 BPE files (tiktoken_ext/openai_public.py): the URL it caches each under, and
+# its sha256.
 GPT2_BPE_FILES = {
     'vocab.bpe': ('https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe',
                   '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5'),
@@ -251,11 +271,14 @@ def check_vocab(tokenizer, name, model_vocab_size, fix=None):
     """Refuse a tokenizer whose ids mean nothing to the model: a dataset's own vocabulary
     (characters, a trained BPE) must be exactly the model's size, GPT-2's BPE needs a model of at
     least its 50257 tokens. fix: what the user should do instead (the default suits sampling)."""
-    fix = fix or ("use the tokenizer the model was trained with: its dataset's meta.pkl or tokenizer.json "
+    fix = fix or ("use the tokenizer the model was trained with: "
+                  "its dataset's meta.pkl or tokenizer.json "
                   "as they were then (or a tokenizer.json in its directory)")
     if tokenizer.own and tokenizer.vocab_size != model_vocab_size:
-        raise InputError(f"{tokenizer.describe(name)} has {tokenizer.vocab_size:,} {tokenizer.unit} but the "
-                         f"model has {model_vocab_size:,} tokens: not the vocabulary it was trained on; {fix}")
+        raise InputError(f"{tokenizer.describe(name)} has "
+                         f"{tokenizer.vocab_size:,} {tokenizer.unit} "
+                         f"but the model has {model_vocab_size:,} tokens: "
+                         f"not the vocabulary it was trained on; {fix}")
     if tokenizer.vocab_size > model_vocab_size:
         raise InputError(f"the model has a vocabulary of {model_vocab_size} tokens, too few for "
                          f"{tokenizer.describe(name)}: it was not trained on those tokens; {fix}")
@@ -265,14 +288,30 @@ def tokenizer_state(tokenizer):
     """What identifies a tokenizer, for a checkpoint (plain types, small): a character
     vocabulary's meta, a trained BPE's tokenizer.json text, or just 'gpt2'."""
     if isinstance(tokenizer, Characters):
-        return dict(kind='char', meta=dict(vocab_size=tokenizer.vocab_size, stoi=tokenizer.stoi, itos=tokenizer.itos))
+        meta = dict(vocab_size=tokenizer.vocab_size, stoi=tokenizer.stoi, itos=tokenizer.itos)
+        return dict(kind='char', meta=meta)
     if isinstance(tokenizer, TrainedBPE):
         return dict(kind='bpe', json=tokenizer.tok.to_str())
     return dict(kind='gpt2')
 
 
+def same_tokenizer(a, b):
+    """Whether two tokenizer_state()s encode and decode alike: the same characters, or the same
+    BPE vocabulary, merges and special tokens however a version of tokenizers spelt its JSON."""
+    def identity(state):
+        if state.get('kind') != 'bpe':
+            return state
+        spec = json.loads(state['json'])
+        merges = [tuple(m.split(' ')) if isinstance(m, str) else tuple(m)
+                  for m in spec['model']['merges']]
+        special = sorted(t['content'] for t in spec.get('added_tokens') or [])
+        return 'bpe', spec['model']['vocab'], merges, special
+    return identity(a) == identity(b)
+
+
 def tokenizer_from_state(state, name=None):
-    """The tokenizer a checkpoint saved with tokenizer_state; name: where it came from, for messages."""
+    """The tokenizer a checkpoint saved with tokenizer_state; name: where it came from, for
+    messages."""
     kind = state.get('kind') if isinstance(state, dict) else None
     if kind == 'char':
         return Characters(state['meta'], name)
@@ -290,12 +329,14 @@ class Characters:
     own, file, unit = True, 'meta.pkl', 'characters'  # a dataset's own vocabulary, in this file
 
     def __init__(self, meta, dataset):
-        self.stoi, self.itos, self.vocab_size, self.dataset = meta.get('stoi'), meta.get('itos'), meta['vocab_size'], dataset
+        self.stoi, self.itos = meta.get('stoi'), meta.get('itos')
+        self.vocab_size, self.dataset = meta['vocab_size'], dataset
 
-    def check(self):  # (training needs only vocab_size: without stoi/itos it trains, without val_bpb)
+    # (training needs only vocab_size: without stoi/itos it trains, without val_bpb)
+    def check(self):
         if not isinstance(self.stoi, dict) or not isinstance(self.itos, dict):
-            raise InputError(f"{self.dataset!r}'s meta.pkl has no stoi/itos to encode and decode characters; "
-                             "run its prepare.py again")
+            raise InputError(f"{self.dataset!r}'s meta.pkl has no stoi/itos "
+                             "to encode and decode characters; run its prepare.py again")
 
     def describe(self, name):
         return f"{name!r}'s meta.pkl" if name else "the checkpoint's character vocabulary"
@@ -304,8 +345,10 @@ class Characters:
         self.check()
         for ch in text:
             if ch not in self.stoi:
-                raise InputError(f"the text has the character {ch!r}, which is not in the model's vocabulary "
-                                 f"({len(self.stoi)} characters of {self.dataset!r}): remove or replace it")
+                raise InputError(f"the text has the character {ch!r}, "
+                                 f"which is not in the model's vocabulary "
+                                 f"({len(self.stoi)} characters of {self.dataset!r}): "
+                                 f"remove or replace it")
         return [self.stoi[ch] for ch in text]
 
     def decode(self, ids):
@@ -313,7 +356,9 @@ class Characters:
         return ''.join(self.itos.get(i, '') for i in ids)
 
     def token_bytes(self):
-        if not isinstance(self.itos, dict) or not all(isinstance(self.itos.get(i), str) for i in range(self.vocab_size)):
+        if not isinstance(self.itos, dict):
+            return None
+        if not all(isinstance(self.itos.get(i), str) for i in range(self.vocab_size)):
             return None
         return np.array([len(self.itos[i].encode('utf-8')) for i in range(self.vocab_size)])
 
@@ -335,7 +380,9 @@ class GPT2BPE:
     own, file, unit, vocab_size, eot = False, None, 'tokens', 50257, 50256
 
     def describe(self, name):
-        return "the GPT-2 BPE" + (f" (dataset {name!r} has no meta.pkl or tokenizer.json)" if name else "")
+        if name:
+            return f"the GPT-2 BPE (dataset {name!r} has no meta.pkl or tokenizer.json)"
+        return "the GPT-2 BPE"
 
     @property
     def enc(self):
@@ -347,45 +394,56 @@ class GPT2BPE:
         return self.enc.encode(text, allowed_special={EOT})
 
     def decode(self, ids):
-        return self.enc.decode([i for i in ids if i < self.vocab_size])  # the model pads its vocabulary to 50304
+        # the model pads its vocabulary to 50304
+        return self.enc.decode([i for i in ids if i < self.vocab_size])
 
     def token_bytes(self):
-        token_bytes = np.array([len(self.enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)])
+        token_bytes = np.array([len(self.enc.decode_single_token_bytes(i))
+                                for i in range(self.vocab_size)])
         token_bytes[self.eot] = 0  # <|endoftext|> separates texts: it has no bytes of text
         return token_bytes
 
     def hf(self, model_max_length=None):
         # transformers' GPT-2 tokenizer is the same BPE as tiktoken's: vocab.json is tiktoken's
-        # encoder.json and merges.txt its vocab.bpe, which tiktoken keeps in its cache (no download).
+        # encoder.json and merges.txt its vocab.bpe, which tiktoken keeps in its cache
+        # (no download).
         from tiktoken.load import read_file_cached
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
         from transformers import PreTrainedTokenizerFast
         try:
-            encoder = read_file_cached(*GPT2_BPE_FILES['encoder.json'])  # checked against the sha256
+            # checked against the sha256
+            encoder = read_file_cached(*GPT2_BPE_FILES['encoder.json'])
             merges = read_file_cached(*GPT2_BPE_FILES['vocab.bpe'])
         except Exception as e:
-            raise InputError(f"cannot load tiktoken's GPT-2 BPE files ({type(e).__name__}); they are downloaded once, "
-                             f"so connect to the internet, or set TIKTOKEN_CACHE_DIR to a folder that already holds them")
-        merges = [tuple(line.split(' ')) for line in merges.decode().splitlines()[1:] if line]  # line 1: '#version: 0.2'
+            raise InputError(f"cannot load tiktoken's GPT-2 BPE files ({type(e).__name__}); "
+                             f"they are downloaded once, so connect to the internet, "
+                             f"or set TIKTOKEN_CACHE_DIR to a folder that already holds them")
+        # line 1: '#version: 0.2'
+        merges = [tuple(line.split(' ')) for line in merges.decode().splitlines()[1:] if line]
         tok = Tokenizer(models.BPE(vocab=json.loads(encoder), merges=merges))
         # Bytes as printable characters, split by GPT-2's regex, with no space added in front.
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
-        return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, bos_token=EOT,
-                                       eos_token=EOT, unk_token=EOT, clean_up_tokenization_spaces=False)
+        return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length,
+                                       bos_token=EOT, eos_token=EOT, unk_token=EOT,
+                                       clean_up_tokenization_spaces=False)
 
 
 class TrainedBPE:
     """A byte-level BPE trained on the dataset's own text (data/text/prepare.py --tokenizer=bpe),
-    read from its tokenizer.json with Hugging Face tokenizers (or an exported model's tokenizer.json)."""
+    read from its tokenizer.json with Hugging Face tokenizers (or an exported model's
+    tokenizer.json)."""
 
     own, file, unit = True, 'tokenizer.json', 'tokens'
 
     def __init__(self, path=None, json_text=None):
         from tokenizers import Tokenizer  # lazy: with transformers
         try:
-            self.tok = Tokenizer.from_file(path) if json_text is None else Tokenizer.from_str(json_text)
+            if json_text is None:
+                self.tok = Tokenizer.from_file(path)
+            else:
+                self.tok = Tokenizer.from_str(json_text)
         except Exception as e:
             raise InputError(f"cannot read {path or 'the tokenizer'} "
                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
@@ -404,8 +462,10 @@ class TrainedBPE:
 
     def token_bytes(self):
         if (json.loads(self.tok.to_str()).get('decoder') or {}).get('type') != 'ByteLevel':
-            return None  # a tokenizer.json of another kind: its tokens are not spelled one character per byte
-        # a byte-level token is spelled with one printable character per byte (GPT-2's byte-to-unicode map)
+            # a tokenizer.json of another kind: its tokens are not spelled one character per byte
+            return None
+        # a byte-level token is spelled with one printable character per byte (GPT-2's
+        # byte-to-unicode map)
         special = {t.content for t in self.tok.get_added_tokens_decoder().values()}
         tokens = [self.tok.id_to_token(i) for i in range(self.vocab_size)]
         return np.array([0 if t in special else len(t) for t in tokens])
@@ -414,8 +474,10 @@ class TrainedBPE:
         from tokenizers import Tokenizer
         from transformers import PreTrainedTokenizerFast
         special = dict(bos_token=EOT, eos_token=EOT, unk_token=EOT) if self.eot is not None else {}
-        return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(self.tok.to_str()),  # a copy, as the file says
-                                       model_max_length=model_max_length, clean_up_tokenization_spaces=False, **special)
+        # a copy, as the file says
+        tok = Tokenizer.from_str(self.tok.to_str())
+        return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length,
+                                       clean_up_tokenization_spaces=False, **special)
 
 
 def train_bpe(texts, vocab_size):
@@ -424,7 +486,8 @@ def train_bpe(texts, vocab_size):
     decodes exactly. Returns a tokenizers.Tokenizer (its .save(path) writes tokenizer.json)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     if not 257 <= vocab_size <= 65536:
-        raise InputError(f"--vocab_size={vocab_size} must lie between 257 (the 256 bytes and <|endoftext|>) and 65536 "
+        raise InputError(f"--vocab_size={vocab_size} must lie between "
+                         "257 (the 256 bytes and <|endoftext|>) and 65536 "
                          "(the ids a uint16 .bin can hold); e.g. 8192")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

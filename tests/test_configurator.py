@@ -8,11 +8,13 @@ from configurator import ConfigError, configure, parse
 from conftest import python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETTINGS = dict(batch_size=12, learning_rate=6e-4, compile=True, dataset='openwebtext', top_k=None, max_iters=5000)
+SETTINGS = dict(batch_size=12, learning_rate=6e-4, compile=True, dataset='openwebtext', top_k=None,
+                max_iters=5000)
 
 
 def test_overrides_and_literals():
-    s = parse(SETTINGS, ['--batch_size=32', '--learning_rate=1e-3', '--compile=False', '--dataset=shakespeare_char'])
+    s = parse(SETTINGS, ['--batch_size=32', '--learning_rate=1e-3', '--compile=False',
+                         '--dataset=shakespeare_char'])
     assert s['batch_size'] == 32 and s['learning_rate'] == 1e-3 and s['compile'] is False
     assert s['dataset'] == 'shakespeare_char'
     assert SETTINGS['batch_size'] == 12  # the input is not modified
@@ -44,7 +46,8 @@ def test_a_setting_annotated_to_take_none():
     assert namespace['top_k'] == 5
     with pytest.raises(SystemExit, match='--top_k expects int'):
         configure(namespace, ['--top_k=0.5'])
-    with pytest.raises(SystemExit, match='--batch_size expects int'):  # not annotated: None is refused
+    # not annotated: None is refused
+    with pytest.raises(SystemExit, match='--batch_size expects int'):
         configure(namespace, ['--batch_size=None'])
 
 
@@ -54,7 +57,8 @@ def test_mistakes_inside_a_config_file(tmp_path):
     with pytest.raises(ConfigError, match=r'c.py, line 1: SyntaxError'):
         parse(SETTINGS, [str(f)])
     f.write_text('max_iters = 10\nbatch_size = bach_size * 2\n')
-    with pytest.raises(ConfigError, match=r"c.py, line 2: NameError: name 'bach_size' is not defined"):
+    message = r"c.py, line 2: NameError: name 'bach_size' is not defined"
+    with pytest.raises(ConfigError, match=message):
         parse(SETTINGS, [str(f)])
 
 
@@ -99,7 +103,8 @@ def test_config_files_run_in_order_then_overrides(tmp_path):
 def test_config_file_typo_and_type(tmp_path):
     f = tmp_path / 'c.py'
     f.write_text('max_iter = 10\n')
-    with pytest.raises(ConfigError, match=r"unknown setting 'max_iter' in .*c.py; did you mean max_iters"):
+    message = r"unknown setting 'max_iter' in .*c.py; did you mean max_iters"
+    with pytest.raises(ConfigError, match=message):
         parse(SETTINGS, [str(f)])
     f.write_text('max_iters = 1e3\n')
     with pytest.raises(ConfigError, match='--max_iters expects int'):
@@ -115,7 +120,8 @@ def test_configure_exits_with_one_line(capsys):
     namespace = dict(SETTINGS)
     with pytest.raises(SystemExit) as e:
         configure(namespace, ['--bach_size=3'])
-    assert e.value.code == "error: unknown setting 'bach_size' in --bach_size=3; did you mean batch_size?"
+    assert e.value.code == ("error: unknown setting 'bach_size' in --bach_size=3; "
+                            "did you mean batch_size?")
     assert namespace['batch_size'] == 12
     configure(namespace, ['--batch_size=3'])
     assert namespace['batch_size'] == 3
@@ -146,16 +152,19 @@ def run(script, *args):
 def test_script_help_lists_settings_with_defaults_and_comments(script):
     r = run(script, '--help')
     assert r.returncode == 0
-    assert '--batch_size' in r.stdout and '12' in r.stdout and 'sequences per micro-step' in r.stdout
+    assert '--batch_size' in r.stdout and '12' in r.stdout
+    assert 'sequences per micro-step' in r.stdout
     assert '--learning_rate' in r.stdout and '0.0006' in r.stdout and 'RESULT' not in r.stdout
     assert 'TOP-K COMMENT' in r.stdout  # an annotated setting's comment too
 
 
-@pytest.mark.parametrize('args', [['--no_such_key=1'], ['--batch_size=abc'], ['--batch_size=1.5'], ['config/missing.py']])
+@pytest.mark.parametrize('args', [['--no_such_key=1'], ['--batch_size=abc'], ['--batch_size=1.5'],
+                                  ['config/missing.py']])
 def test_script_errors_are_one_line_without_traceback(script, args):
     r = run(script, *args)
     assert r.returncode != 0
-    assert r.stderr.startswith('error: ') and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr
+    assert r.stderr.startswith('error: ') and r.stderr.count('\n') == 1
+    assert 'Traceback' not in r.stderr
     assert 'RESULT' not in r.stdout
 
 

@@ -19,8 +19,8 @@ import tiktoken
 import torch
 
 import data
-from errors import InputError
 from conftest import python
+from errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHAR = os.path.join(ROOT, 'data', 'shakespeare_char', 'prepare.py')
@@ -45,13 +45,16 @@ def text(shakespeare_txt):
 # Runs a prepare script whose temporary files are named FILE.tmp (unique names otherwise), so
 # that a test can put a folder in the way of one of them.
 FIXED_TEMPORARY_NAMES = (f"import runpy, sys; sys.path.insert(0, {ROOT!r}); import data; "
-                         "import checkpoint; checkpoint.temporary_name = lambda path: path + '.tmp'; "
-                         "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+                         "import checkpoint; "
+                         "checkpoint.temporary_name = lambda path: path + '.tmp'; "
+                         "sys.argv = sys.argv[1:]; "
+                         "runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 def run(script, *args, tmp=None, fixed_temporary_names=False):
     """Run a prepare script; the Hugging Face hub is off limits and datasets' cache is per test."""
-    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', TQDM_DISABLE='1')  # no progress bars
+    # TQDM_DISABLE: no progress bars
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', TQDM_DISABLE='1')
     if tmp is not None:
         env['HF_DATASETS_CACHE'] = str(tmp / 'hf_cache')
     driver = ['-c', FIXED_TEMPORARY_NAMES] if fixed_temporary_names else []
@@ -116,7 +119,8 @@ def test_shakespeare_char_downloads_a_missing_input(tmp_path, shakespeare_txt):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f'http://127.0.0.1:{server.server_address[1]}/shakespeare.txt'
-        out = ok(run(CHAR, f'--input_file={tmp_path / "input.txt"}', f'--data_url={url}', f'--out_dir={tmp_path}'))
+        out = ok(run(CHAR, f'--input_file={tmp_path / "input.txt"}', f'--data_url={url}',
+                     f'--out_dir={tmp_path}'))
     finally:
         server.shutdown()
     assert f'downloading {url}' in out
@@ -130,14 +134,16 @@ def corpus(text, n):
     """n distinct documents of a few hundred tokens each, plus the awkward ones."""
     passages = text.split('\n\n')
     docs = ['\n\n'.join(passages[8 * i:8 * i + 8]) for i in range(n - 3)]
-    docs += ['', 'a literal <|endoftext|> in a page is text, not a token', 'café, naïve, 日本語, 🙂\n']
+    docs += ['', 'a literal <|endoftext|> in a page is text, not a token',
+             'café, naïve, 日本語, 🙂\n']
     return docs
 
 
 def check_owt_output(out_dir, docs, n_val, enc):
     """train.bin + val.bin hold exactly each document's tokens + EOT, n_val documents in val."""
     expected = sorted(tuple(enc.encode_ordinary(d)) + (EOT,) for d in docs)
-    train, val = documents_in(tokens(out_dir / 'train.bin')), documents_in(tokens(out_dir / 'val.bin'))
+    train = documents_in(tokens(out_dir / 'train.bin'))
+    val = documents_in(tokens(out_dir / 'val.bin'))
     assert len(val) == n_val and len(train) == len(docs) - n_val
     assert sorted(train + val) == expected
 
@@ -161,40 +167,48 @@ def test_openwebtext_parquet_source(tmp_path, text, enc):
     import pyarrow.parquet as pq
     docs = corpus(text, 12)
     (tmp_path / 'shards').mkdir()
-    pq.write_table(pa.table({'text': docs[:6], 'url': ['u'] * 6}), tmp_path / 'shards' / 'a.parquet')
-    pq.write_table(pa.table({'text': docs[6:], 'url': ['u'] * 6}), tmp_path / 'shards' / 'b.parquet')
+    pq.write_table(pa.table({'text': docs[:6], 'url': ['u'] * 6}),
+                   tmp_path / 'shards' / 'a.parquet')
+    pq.write_table(pa.table({'text': docs[6:], 'url': ['u'] * 6}),
+                   tmp_path / 'shards' / 'b.parquet')
     for num_proc in (1, 2):
-        ok(run(OWT, f'--source={tmp_path / "shards"}', f'--out_dir={tmp_path / str(num_proc)}', '--val_fraction=0.25',
-               f'--num_proc={num_proc}', tmp=tmp_path))
+        ok(run(OWT, f'--source={tmp_path / "shards"}', f'--out_dir={tmp_path / str(num_proc)}',
+               '--val_fraction=0.25', f'--num_proc={num_proc}', tmp=tmp_path))
         check_owt_output(tmp_path / str(num_proc), docs, 3, enc)
-    for name in ('train.bin', 'val.bin'):  # the same split, in the same order, however many processes
+    # the same split, in the same order, however many processes
+    for name in ('train.bin', 'val.bin'):
         assert (tmp_path / '1' / name).read_bytes() == (tmp_path / '2' / name).read_bytes()
 
 
 def test_fineweb_edu_parquet_with_fineweb_columns(tmp_path, text, enc):
-    # data/fineweb_edu/prepare.py is openwebtext's pipeline with FineWeb-Edu's defaults; local shards
-    # with FineWeb's columns, the text alone used
+    # data/fineweb_edu/prepare.py is openwebtext's pipeline with FineWeb-Edu's defaults; local
+    # shards with FineWeb's columns, the text alone used
     import pyarrow as pa
     import pyarrow.parquet as pq
     docs = corpus(text, 12)
     (tmp_path / 'shards').mkdir()
     for name, part in (('000_00000', docs[:7]), ('001_00000', docs[7:])):
         n = len(part)
-        pq.write_table(pa.table({'text': part, 'id': [f'<urn:{i}>' for i in range(n)], 'dump': ['CC-MAIN-2024-10'] * n,
-                                'url': ['https://example.org'] * n, 'score': [3.1] * n, 'int_score': [3] * n}),
+        pq.write_table(pa.table({'text': part, 'id': [f'<urn:{i}>' for i in range(n)],
+                                 'dump': ['CC-MAIN-2024-10'] * n,
+                                 'url': ['https://example.org'] * n, 'score': [3.1] * n,
+                                 'int_score': [3] * n}),
                        tmp_path / 'shards' / f'{name}.parquet')
-    out = ok(run(FWE, f'--source={tmp_path / "shards"}', f'--out_dir={tmp_path / "out"}', '--val_fraction=0.25',
-                 '--num_proc=1', tmp=tmp_path))
+    out = ok(run(FWE, f'--source={tmp_path / "shards"}', f'--out_dir={tmp_path / "out"}',
+                 '--val_fraction=0.25', '--num_proc=1', tmp=tmp_path))
     check_owt_output(tmp_path / 'out', docs, 3, enc)
     assert 'reading 2 .parquet file(s)' in out and 'wrote train.bin and val.bin' in out
-    # its defaults: FineWeb-Edu's sample-10BT from the hub, written next to the script (refused offline here)
+    # its defaults: FineWeb-Edu's sample-10BT from the hub, written next to the script (refused
+    # offline here)
     r = run(FWE, f'--out_dir={tmp_path / "hub"}', '--num_proc=1', tmp=tmp_path)
-    assert r.returncode != 0 and "cannot load 'HuggingFaceFW/fineweb-edu' from the Hugging Face hub" in r.stderr
+    assert r.returncode != 0
+    assert "cannot load 'HuggingFaceFW/fineweb-edu' from the Hugging Face hub" in r.stderr
     assert 'loading HuggingFaceFW/fineweb-edu (sample-10BT) from the Hugging Face hub' in r.stdout
 
 
 def test_openwebtext_folder_of_txt_files(tmp_path, text, enc):
-    docs = corpus(text, 12)[:-3] + ['one more page\nwith two lines\n', 'x', 'last page']  # no empty files
+    # no empty files
+    docs = corpus(text, 12)[:-3] + ['one more page\nwith two lines\n', 'x', 'last page']
     for i, doc in enumerate(docs):
         folder = tmp_path / 'pages' / f'part{i % 3}'  # nested folders are searched too
         folder.mkdir(parents=True, exist_ok=True)
@@ -208,7 +222,8 @@ def test_openwebtext_folder_of_txt_files(tmp_path, text, enc):
 def test_openwebtext_imports_datasets_lazily():
     # --val_fraction=0 stops the script before it loads anything; datasets must not be imported yet.
     code = ("import runpy, sys\nsys.argv = ['prepare.py', '--val_fraction=0']\n"
-            f"try:\n    runpy.run_path({OWT!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            f"try:\n    runpy.run_path({OWT!r}, run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
             "print('datasets' in sys.modules, 'tiktoken' in sys.modules)")
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT)
     assert result.stdout.strip().splitlines()[-1] == 'False True', result.stderr[-2000:]
@@ -218,7 +233,8 @@ def test_openwebtext_imports_datasets_lazily():
 
 def write_texts(folder, texts):
     # sorted path order differs from i; the last file's name ends in .TXT, which counts as .txt
-    paths = [folder / ('b' if i % 2 else 'a') / f"{i:02d}.{'TXT' if i == len(texts) - 1 else 'txt'}" for i in range(len(texts))]
+    paths = [folder / ('b' if i % 2 else 'a') / f"{i:02d}.{'TXT' if i == len(texts) - 1 else 'txt'}"
+             for i in range(len(texts))]
     for path, t in zip(paths, texts):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(t, encoding='utf-8')
@@ -229,7 +245,8 @@ def write_texts(folder, texts):
 def test_own_text_char_from_a_folder(tmp_path, text):
     texts = [text[i * 3000:(i + 1) * 3000] for i in range(5)] + ['ünïcödé ✓ at the end\n']
     in_order = write_texts(tmp_path / 'in', texts)
-    out = ok(run(TEXT, f'--input={tmp_path / "in"}', f'--name={tmp_path / "mydata"}', '--tokenizer=char'))
+    out = ok(run(TEXT, f'--input={tmp_path / "in"}', f'--name={tmp_path / "mydata"}',
+                 '--tokenizer=char'))
     joined = '\n\n'.join(in_order)
     chars = sorted(set(joined))
     expected = np.array([chars.index(c) for c in joined], dtype=np.uint16)
@@ -241,34 +258,42 @@ def test_own_text_char_from_a_folder(tmp_path, text):
     assert f'--dataset={tmp_path / "mydata"}' in out
     splits = data.open_dataset(str(tmp_path / 'mydata'), block_size=64)  # what train.py opens
     splits['train'].vocab_size = meta['vocab_size']
-    splits['train'].batch(4, 64, torch.Generator().manual_seed(0))  # every id is inside the vocabulary
+    # every id is inside the vocabulary
+    splits['train'].batch(4, 64, torch.Generator().manual_seed(0))
 
 
 def test_own_text_gpt2_from_a_file_replaces_a_char_dataset(tmp_path, text, enc):
     (tmp_path / 'play.txt').write_text(text[:20000], encoding='utf-8')
-    ok(run(TEXT, f'--input={tmp_path / "play.txt"}', f'--name={tmp_path / "ds"}', '--tokenizer=char'))
+    ok(run(TEXT, f'--input={tmp_path / "play.txt"}', f'--name={tmp_path / "ds"}',
+           '--tokenizer=char'))
     assert (tmp_path / 'ds' / 'meta.pkl').exists()
-    ok(run(TEXT, f'--input={tmp_path / "play.txt"}', f'--name={tmp_path / "ds"}', '--tokenizer=gpt2'))
+    ok(run(TEXT, f'--input={tmp_path / "play.txt"}', f'--name={tmp_path / "ds"}',
+           '--tokenizer=gpt2'))
     expected = enc.encode_ordinary(text[:20000]) + [EOT]
     split = int(len(expected) * 0.9)
     assert tokens(tmp_path / 'ds' / 'train.bin').tolist() == expected[:split]
     assert tokens(tmp_path / 'ds' / 'val.bin').tolist() == expected[split:]
-    assert data.load_meta(str(tmp_path / 'ds')) is None  # the char vocabulary must not outlive its bins
+    # the char vocabulary must not outlive its bins
+    assert data.load_meta(str(tmp_path / 'ds')) is None
 
 
 def test_own_text_gpt2_from_a_folder(tmp_path, text, enc):
     texts = [text[i * 2000:(i + 1) * 2000] for i in range(4)]
     in_order = write_texts(tmp_path / 'in', texts)
-    ok(run(TEXT, f'--input={tmp_path / "in"}', f'--name={tmp_path / "ds"}', '--tokenizer=gpt2', '--val_fraction=0.2'))
+    ok(run(TEXT, f'--input={tmp_path / "in"}', f'--name={tmp_path / "ds"}', '--tokenizer=gpt2',
+           '--val_fraction=0.2'))
     expected = [t for doc in in_order for t in enc.encode_ordinary(doc) + [EOT]]
     split = int(len(expected) * 0.8)
-    assert tokens(tmp_path / 'ds' / 'train.bin').tolist() + tokens(tmp_path / 'ds' / 'val.bin').tolist() == expected
+    train = tokens(tmp_path / 'ds' / 'train.bin').tolist()
+    val = tokens(tmp_path / 'ds' / 'val.bin').tolist()
+    assert train + val == expected
     assert len(tokens(tmp_path / 'ds' / 'train.bin')) == split
 
 
 # ---------------------------------------------------------------------------- bad input
 
-GOOD = {'train.bin': np.arange(5000, dtype=np.uint16).tobytes(), 'val.bin': np.arange(700, dtype=np.uint16).tobytes(),
+GOOD = {'train.bin': np.arange(5000, dtype=np.uint16).tobytes(),
+        'val.bin': np.arange(700, dtype=np.uint16).tobytes(),
         'meta.pkl': pickle.dumps({'vocab_size': 65, 'itos': {}, 'stoi': {}})}
 
 
@@ -299,9 +324,11 @@ def bad_files(tmp_path, text):
     files = tmp_path / 'in'
     files.mkdir()
     (files / 'empty.txt').write_bytes(b'')
-    (files / 'latin1.txt').write_bytes(text[:5000].encode('utf-8') + 'café'.encode('latin-1') + b'\n')
+    (files / 'latin1.txt').write_bytes(text[:5000].encode('utf-8') + 'café'.encode('latin-1')
+                                       + b'\n')
     (files / 'short.txt').write_text(text[:1000], encoding='utf-8')
-    (files / 'huge_vocab.txt').write_text(''.join(chr(0x10000 + i) for i in range(65537)) * 2, encoding='utf-8')
+    huge_vocab = ''.join(chr(0x10000 + i) for i in range(65537)) * 2
+    (files / 'huge_vocab.txt').write_text(huge_vocab, encoding='utf-8')
     (files / 'no_txt').mkdir()
     (files / 'no_txt' / 'a.md').write_text('hello')
     return files
@@ -310,7 +337,8 @@ def bad_files(tmp_path, text):
 @pytest.mark.parametrize('script', [CHAR, BPE])
 def test_shakespeare_failed_download_says_where_to_put_the_file(script, tmp_path, out_dir):
     target = tmp_path / 'input.txt'
-    result = run(script, f'--input_file={target}', '--data_url=http://127.0.0.1:9/', f'--out_dir={out_dir}')
+    result = run(script, f'--input_file={target}', '--data_url=http://127.0.0.1:9/',
+                 f'--out_dir={out_dir}')
     fails_cleanly(result, out_dir, 'could not download http://127.0.0.1:9/', str(target))
     assert sorted(os.listdir(tmp_path)) == ['out']  # neither input.txt nor a partial input.txt.tmp
 
@@ -320,10 +348,12 @@ def test_shakespeare_failed_download_says_where_to_put_the_file(script, tmp_path
 def test_shakespeare_bad_input(script, case, bad_files, out_dir, shakespeare_txt):
     args, words = {
         'folder': ([f'--input_file={bad_files}'], ['cannot read', 'Is a directory']),
-        'val_fraction': ([f'--input_file={shakespeare_txt}', '--val_fraction=1.5'], ['--val_fraction=1.5 must lie between 0 and 1']),
+        'val_fraction': ([f'--input_file={shakespeare_txt}', '--val_fraction=1.5'],
+                         ['--val_fraction=1.5 must lie between 0 and 1']),
         'empty': ([f'--input_file={bad_files / "empty.txt"}'], ['empty.txt is empty']),
         'latin1': ([f'--input_file={bad_files / "latin1.txt"}'], ['not UTF-8', 'byte 0xe9']),
-        'short': ([f'--input_file={shakespeare_txt}', '--val_fraction=0.0001'], ['val split would hold only', 'min_split_tokens']),
+        'short': ([f'--input_file={shakespeare_txt}', '--val_fraction=0.0001'],
+                  ['val split would hold only', 'min_split_tokens']),
         'write': ([f'--input_file={shakespeare_txt}'], ['cannot write', 'val.bin.tmp']),
     }[case]
     if case == 'write':
@@ -341,19 +371,22 @@ def test_char_vocab_too_large_for_uint16(bad_files, out_dir):
                   out_dir, '65,537 distinct characters', '--tokenizer=gpt2')
 
 
-@pytest.mark.parametrize('case', ['no input', 'missing', 'empty', 'no txt', 'latin1', 'short', 'tokenizer', 'write',
-                                  'val_fraction'])
+@pytest.mark.parametrize('case', ['no input', 'missing', 'empty', 'no txt', 'latin1', 'short',
+                                  'tokenizer', 'write', 'val_fraction'])
 def test_own_text_bad_input(case, bad_files, out_dir, text):
     (bad_files / 'good.txt').write_text(text[:20000], encoding='utf-8')
     args, words = {
-        'val_fraction': ([f'--input={bad_files / "good.txt"}', '--val_fraction=1.5'], ['must lie between 0 and 1']),
+        'val_fraction': ([f'--input={bad_files / "good.txt"}', '--val_fraction=1.5'],
+                         ['must lie between 0 and 1']),
         'no input': ([], ['--input=']),
         'missing': ([f'--input={bad_files / "nope.txt"}'], ['no file or folder', 'nope.txt']),
         'empty': ([f'--input={bad_files / "empty.txt"}'], ['empty.txt is empty']),
         'no txt': ([f'--input={bad_files / "no_txt"}'], ['no .txt files']),
-        'latin1': ([f'--input={bad_files}'], ['latin1.txt is not UTF-8']),  # one bad file in a folder
+        # one bad file in a folder
+        'latin1': ([f'--input={bad_files}'], ['latin1.txt is not UTF-8']),
         'short': ([f'--input={bad_files / "short.txt"}'], ['val split would hold only 100 tokens']),
-        'tokenizer': ([f'--input={bad_files / "good.txt"}', '--tokenizer=wordpiece'], ["unknown tokenizer 'wordpiece'", 'char', 'gpt2', 'bpe']),
+        'tokenizer': ([f'--input={bad_files / "good.txt"}', '--tokenizer=wordpiece'],
+                      ["unknown tokenizer 'wordpiece'", 'char', 'gpt2', 'bpe']),
         'write': ([f'--input={bad_files / "good.txt"}'], ['cannot write', 'meta.pkl.tmp']),
     }[case]
     if case == 'write':
@@ -364,8 +397,8 @@ def test_own_text_bad_input(case, bad_files, out_dir, text):
     fails_cleanly(result, out_dir, *words)
 
 
-@pytest.mark.parametrize('case', ['missing', 'empty', 'latin1 txt', 'latin1 jsonl', 'no text field', 'csv',
-                                  'one document', 'short', 'val_fraction', 'hub', 'write'])
+@pytest.mark.parametrize('case', ['missing', 'empty', 'latin1 txt', 'latin1 jsonl', 'no text field',
+                                  'csv', 'one document', 'short', 'val_fraction', 'hub', 'write'])
 def test_openwebtext_bad_input(case, tmp_path, out_dir, text):
     src = tmp_path / 'src'
     src.mkdir()
@@ -387,14 +420,19 @@ def test_openwebtext_bad_input(case, tmp_path, out_dir, text):
         'no text field': ([f'--source={src / "body.jsonl"}'], ["no 'text' field", 'body']),
         'csv': ([f'--source={src / "pages.csv"}'], ['cannot read', '.parquet, .jsonl or .txt']),
         'one document': ([f'--source={src / "one.jsonl"}'], ['1 document(s)']),
-        'short': ([f'--source={src / "good.jsonl"}', '--min_split_tokens=100000'], ['train split would hold only']),
-        'val_fraction': ([f'--source={src / "good.jsonl"}', '--val_fraction=0'], ['--val_fraction=0']),
-        'hub': ([], ["cannot load 'Skylion007/openwebtext' from the Hugging Face hub", '--source', 'HF_TOKEN']),
-        'write': ([f'--source={src / "good.jsonl"}', '--min_split_tokens=1'], ['cannot write', 'val.bin.tmp']),
+        'short': ([f'--source={src / "good.jsonl"}', '--min_split_tokens=100000'],
+                  ['train split would hold only']),
+        'val_fraction': ([f'--source={src / "good.jsonl"}', '--val_fraction=0'],
+                         ['--val_fraction=0']),
+        'hub': ([], ["cannot load 'Skylion007/openwebtext' from the Hugging Face hub", '--source',
+                     'HF_TOKEN']),
+        'write': ([f'--source={src / "good.jsonl"}', '--min_split_tokens=1'],
+                  ['cannot write', 'val.bin.tmp']),
     }[case]
     if case == 'write':
         (out_dir / 'val.bin.tmp').mkdir()  # fails after train.bin.tmp is complete
-    result = run(OWT, *args, f'--out_dir={out_dir}', '--num_proc=1', tmp=tmp_path, fixed_temporary_names=case == 'write')
+    result = run(OWT, *args, f'--out_dir={out_dir}', '--num_proc=1', tmp=tmp_path,
+                 fixed_temporary_names=case == 'write')
     if case == 'write':
         (out_dir / 'val.bin.tmp').rmdir()
     fails_cleanly(result, out_dir, *words)
@@ -434,8 +472,10 @@ def test_meta_pkl_is_unpickled_only_by_load_meta():
             path = os.path.join(folder, name)
             if name.endswith('.py') and path != os.path.join(ROOT, 'data', '__init__.py'):
                 with open(path, encoding='utf-8') as f:
-                    offenders += [f"{os.path.relpath(path, ROOT)}: {line.strip()}" for line in f if pattern.search(line)]
-    assert not offenders, "read meta.pkl with data.load_meta (safe), not pickle:\n" + "\n".join(offenders)
+                    offenders += [f"{os.path.relpath(path, ROOT)}: {line.strip()}"
+                                  for line in f if pattern.search(line)]
+    assert not offenders, ("read meta.pkl with data.load_meta (safe), not pickle:\n"
+                           + "\n".join(offenders))
 
 
 def test_two_writers_at_once_do_not_share_temporary_files(tmp_path, monkeypatch):

@@ -14,17 +14,18 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint, save_hf_directory
+from conftest import python
 from errors import InputError
 from model import GPT
 from test_sample import check_error
-from conftest import python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # bias=False and block_size 64: room for an 8-token prompt and 50 greedy tokens, which
 # transformers' GPT-2 cannot slide past n_positions as our generate does.
-TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=64', '--batch_size=4',
-        '--gradient_accumulation_steps=1', '--eval_iters=1', '--eval_interval=8', '--max_iters=8', '--warmup_iters=2',
-        '--lr_decay_iters=8', '--learning_rate=1e-2', '--min_lr=1e-3', '--compile=False', '--bias=False']
+TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=64',
+        '--batch_size=4', '--gradient_accumulation_steps=1', '--eval_iters=1', '--eval_interval=8',
+        '--max_iters=8', '--warmup_iters=2', '--lr_decay_iters=8', '--learning_rate=1e-2',
+        '--min_lr=1e-3', '--compile=False', '--bias=False']
 
 
 def run(script, *args, cwd=ROOT):
@@ -37,7 +38,8 @@ def ok(r):
 
 
 def trained(tmp_path_factory, name, text, encode, meta=None):
-    """A dataset folder (train.bin, val.bin, meta.pkl if given) and out_dir of a run trained on it."""
+    """A dataset folder (train.bin, val.bin, meta.pkl if given) and out_dir of a run trained on
+    it."""
     root = tmp_path_factory.mktemp(name)
     ids = np.array(encode(text), dtype=np.uint16)
     n = int(0.9 * len(ids))
@@ -116,7 +118,8 @@ def test_from_pretrained_reads_the_export_back_bit_for_bit(which, bpe_run, char_
     a, b = ours.state_dict(), back.state_dict()
     assert a.keys() == b.keys()
     for k in a:
-        n = b[k].size(0) if k in ('transformer.wte.weight', 'lm_head.weight') else None  # 50304 -> 50257 rows
+        # 50304 -> 50257 rows
+        n = b[k].size(0) if k in ('transformer.wte.weight', 'lm_head.weight') else None
         assert torch.equal(a[k][:n], b[k]), k
 
 
@@ -124,7 +127,8 @@ def test_bpe_tokenizer_is_tiktokens(bpe_run, shakespeare_txt):
     from transformers import AutoTokenizer
     root, enc = bpe_run
     tok = AutoTokenizer.from_pretrained(root / 'hf')
-    text = open(shakespeare_txt).read()[-20_000:] + " <|endoftext|> naïve café, 2026  \n\n\t emoji 🤗 it's"
+    text = (open(shakespeare_txt).read()[-20_000:]
+            + " <|endoftext|> naïve café, 2026  \n\n\t emoji 🤗 it's")
     ids = tok(text)['input_ids']
     assert ids == enc.encode(text, allowed_special={'<|endoftext|>'})
     assert tok.decode(ids) == text
@@ -145,7 +149,8 @@ def test_char_tokenizer_is_meta_pkls(char_run, shakespeare_txt):
     config = json.load(open(root / 'hf' / 'config.json'))
     assert config['eos_token_id'] is None and config['bos_token_id'] is None
     # a class name that transformers 4 knows too (transformers 5 would write TokenizersBackend)
-    assert json.load(open(root / 'hf' / 'tokenizer_config.json'))['tokenizer_class'] == 'PreTrainedTokenizerFast'
+    tokenizer_config = json.load(open(root / 'hf' / 'tokenizer_config.json'))
+    assert tokenizer_config['tokenizer_class'] == 'PreTrainedTokenizerFast'
 
 
 def test_pipeline_runs_offline(char_run, capsys):
@@ -167,8 +172,8 @@ def test_overwrite_in_half_precision(char_run, tmp_path):
     root = char_run[0]
     (tmp_path / 'hf').mkdir()
     (tmp_path / 'hf' / 'old.txt').write_text('replaced')
-    ok(run('sample.py', f'--out_dir={root / "out"}', '--export_hf=hf', '--overwrite=True', '--dtype=bfloat16',
-           cwd=tmp_path))
+    ok(run('sample.py', f'--out_dir={root / "out"}', '--export_hf=hf', '--overwrite=True',
+           '--dtype=bfloat16', cwd=tmp_path))
     assert sorted(os.listdir(tmp_path)) == ['hf']  # no temporary directory left behind
     # the export's files, and old.txt kept: an export replaces only what an export writes
     assert sorted(os.listdir(tmp_path / 'hf')) == sorted(os.listdir(root / 'hf') + ['old.txt'])
@@ -176,7 +181,8 @@ def test_overwrite_in_half_precision(char_run, tmp_path):
     with safe_open(tmp_path / 'hf' / 'model.safetensors', 'pt') as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
     size = os.path.getsize(tmp_path / 'hf' / 'model.safetensors')
-    assert abs(size / os.path.getsize(root / 'hf' / 'model.safetensors') - 0.5) < 0.02  # + the same header
+    # half the size, + the same header
+    assert abs(size / os.path.getsize(root / 'hf' / 'model.safetensors') - 0.5) < 0.02
     # the weights are ours rounded to bfloat16
     ours = GPT.from_checkpoint(load_checkpoint(str(root / 'out' / 'ckpt.pt')))
     back = GPT.from_pretrained(str(tmp_path / 'hf'))
@@ -186,12 +192,14 @@ def test_overwrite_in_half_precision(char_run, tmp_path):
 
 def test_bad_inputs_write_nothing(char_run, tmp_path):
     out = f'--out_dir={char_run[0] / "out"}'
-    check_error(run('sample.py', '--out_dir=nowhere', '--export_hf=hf', cwd=tmp_path), 'nowhere', 'ckpt.pt')
+    check_error(run('sample.py', '--out_dir=nowhere', '--export_hf=hf', cwd=tmp_path),
+                'nowhere', 'ckpt.pt')
     check_error(run('sample.py', out, '--export_hf=hf', '--dtype=float8', cwd=tmp_path), "'float8'")
     assert os.listdir(tmp_path) == []
     (tmp_path / 'hf').mkdir()
     (tmp_path / 'hf' / 'notes.txt').write_text('keep me')
-    check_error(run('sample.py', out, '--export_hf=hf', cwd=tmp_path), 'hf exists and is not empty', '--overwrite=True')
+    check_error(run('sample.py', out, '--export_hf=hf', cwd=tmp_path),
+                'hf exists and is not empty', '--overwrite=True')
     assert os.listdir(tmp_path) == ['hf'] and os.listdir(tmp_path / 'hf') == ['notes.txt']
 
 
@@ -199,12 +207,14 @@ def test_save_pretrained_into_an_empty_directory_not_a_file(char_run, tmp_path):
     ours = GPT.from_checkpoint(load_checkpoint(str(char_run[0] / 'out' / 'ckpt.pt')))
     (tmp_path / 'empty').mkdir()
     save_hf_directory(ours, str(tmp_path / 'empty'))  # no tokenizer: the weights and configs only
-    assert sorted(os.listdir(tmp_path / 'empty')) == ['config.json', 'generation_config.json', 'model.safetensors']
+    assert sorted(os.listdir(tmp_path / 'empty')) == ['config.json', 'generation_config.json',
+                                                      'model.safetensors']
     # the permissions of a directory and a file made as usual, not private like a temporary one
     os.mkdir(tmp_path / 'plain')
     (tmp_path / 'plain' / 'file').write_text('')
     assert (tmp_path / 'empty').stat().st_mode == (tmp_path / 'plain').stat().st_mode
-    assert (tmp_path / 'empty' / 'model.safetensors').stat().st_mode == (tmp_path / 'plain' / 'file').stat().st_mode
+    file_mode = (tmp_path / 'plain' / 'file').stat().st_mode
+    assert (tmp_path / 'empty' / 'model.safetensors').stat().st_mode == file_mode
     shutil.rmtree(tmp_path / 'plain')
     with pytest.raises(InputError, match='exists and is not empty'):
         save_hf_directory(ours, str(tmp_path / 'empty'))

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 import devices
 import model as M
-from errors import InputError
 from cpu_generation import PackedLinear, can_pack, packed
+from errors import InputError
 from model import GPT, GPTConfig, sample_next_token
 
 BLOCK = 16
@@ -22,7 +22,8 @@ def chaotic_model(dropout=0.1, bias=True):
     on the whole context and on every position (at GPT-2's init it mostly repeats the last token).
     Biases and LayerNorm gains are moved off 0 and 1, so that a step that skips one shows."""
     torch.manual_seed(0)
-    m = GPT(GPTConfig(block_size=BLOCK, vocab_size=96, n_layer=2, n_head=4, n_embd=32, dropout=dropout, bias=bias))
+    m = GPT(GPTConfig(block_size=BLOCK, vocab_size=96, n_layer=2, n_head=4, n_embd=32,
+                      dropout=dropout, bias=bias))
     with torch.no_grad():
         for p in m.parameters():
             if p.dim() == 2:  # embeddings and Linear weights
@@ -61,7 +62,8 @@ def test_greedy_cached_equals_plain(attention, B, T, new, bias):
     cached = m.generate(idx, new, temperature=0)
     plain = m.generate(idx, new, temperature=0, use_cache=False)
     with torch.no_grad():
-        expected = reference_generate(m, idx, new, lambda logits: logits.argmax(dim=-1, keepdim=True))
+        expected = reference_generate(m, idx, new,
+                                      lambda logits: logits.argmax(dim=-1, keepdim=True))
     assert torch.equal(plain, expected)
     assert torch.equal(cached, expected)
     assert cached.shape == (B, T + new)
@@ -96,7 +98,8 @@ def test_temperature_zero_is_greedy():
         assert torch.equal(sample_next_token(logits, temperature=0, **kw), expected)
     m = chaotic_model()
     idx = torch.randint(96, (2, 3))
-    one, two = (m.generate(idx, 8, temperature=0, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+    one, two = (m.generate(idx, 8, temperature=0, generator=torch.Generator().manual_seed(s))
+                for s in (1, 2))
     assert torch.equal(one, two)
 
 
@@ -104,7 +107,8 @@ def test_draws_are_torch_multinomial_draws():
     # sample_next_token draws with an exponential race; torch.multinomial is the reference, from
     # the same generator state, also where top-k and top-p leave tokens at probability zero.
     logits = torch.randn(8, 50, generator=torch.Generator().manual_seed(0)) * 2
-    for kw in [dict(), dict(temperature=0.7), dict(top_k=5), dict(top_p=0.8), dict(top_k=20, top_p=0.5)]:
+    for kw in [dict(), dict(temperature=0.7), dict(top_k=5), dict(top_p=0.8),
+               dict(top_k=20, top_p=0.5)]:
         ours = sample_next_token(logits, generator=torch.Generator().manual_seed(1), **kw)
         t = kw.get('temperature', 1.0)
         masked = logits / t
@@ -113,7 +117,8 @@ def test_draws_are_torch_multinomial_draws():
             for r in range(len(logits)):
                 keep = list(reference_kept(logits[r], t, kw.get('top_k'), kw.get('top_p')))
                 masked[r, keep] = logits[r, keep] / t
-        expected = torch.multinomial(masked.softmax(dim=-1), 1, generator=torch.Generator().manual_seed(1))
+        expected = torch.multinomial(masked.softmax(dim=-1), 1,
+                                     generator=torch.Generator().manual_seed(1))
         assert torch.equal(ours, expected), kw
 
 
@@ -191,7 +196,8 @@ def test_cache_fed_in_chunks_matches_one_pass(attention, chunks, bias):
         m(torch.zeros(2, BLOCK - 6, dtype=torch.long), cache=cache)  # 7 cached + 10 new > 16
 
 
-@pytest.mark.skipif(not can_pack(torch.zeros(1, dtype=torch.bfloat16)), reason="oneDNN computes no bfloat16 on this CPU")
+@pytest.mark.skipif(not can_pack(torch.zeros(1, dtype=torch.bfloat16)),
+                    reason="oneDNN computes no bfloat16 on this CPU")
 @pytest.mark.parametrize('bias', [True, False], ids=['bias', 'no-bias'])
 def test_packed_weights_give_f_linear_s_logits(bias):
     # bfloat16 on a CPU: the cached forward with the weights repacked for oneDNN against the same
@@ -205,7 +211,8 @@ def test_packed_weights_give_f_linear_s_logits(bias):
             layers = dict(m.named_modules())
             assert all(isinstance(layers[name], PackedLinear) == packing for name in linears)
             cache = M.KVCache(m.config)
-            logits.append([m(idx[:, start:end], cache=cache)[0] for start, end in [(0, 5)] + [(t, t + 1) for t in range(5, 12)]])
+            steps = [(0, 5)] + [(t, t + 1) for t in range(5, 12)]
+            logits.append([m(idx[:, start:end], cache=cache)[0] for start, end in steps])
     # the original layers back after the block
     assert all(dict(m.named_modules())[name] is mod for name, mod in linears.items())
     for a, b in zip(*logits):
@@ -252,9 +259,11 @@ def trained_char_model(shakespeare_txt):
     ids = torch.tensor([stoi[c] for c in text[:120_000]])
     train, val = ids[:100_000], ids[100_000:]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # ops this small gain nothing from a second thread, and wait for it on a busy machine
+    # ops this small gain nothing from a second thread, and wait for it on a busy machine
+    torch.set_num_threads(1)
     torch.manual_seed(0)
-    m = GPT(GPTConfig(block_size=64, vocab_size=len(stoi), n_layer=2, n_head=4, n_embd=64, dropout=0.0, bias=False))
+    m = GPT(GPTConfig(block_size=64, vocab_size=len(stoi), n_layer=2, n_head=4, n_embd=64,
+                      dropout=0.0, bias=False))
     optimizer = torch.optim.AdamW(m.parameters(), lr=3e-3)
     for _ in range(200):
         i = torch.randint(len(train) - 65, (12,))
@@ -289,7 +298,8 @@ def test_inference_dtype_keeps_greedy_tokens(trained_char_model):
     repacked weights where oneDNN has bfloat16) continues "\n" greedily as float32 does: 200
     tokens, at most a few of them different (BENCHMARKS.md reports how many agree)."""
     m = trained_char_model[0]
-    start = torch.zeros(1, 1, dtype=torch.long)  # "\n", the first character of the sorted vocabulary
+    # "\n", the first character of the sorted vocabulary
+    start = torch.zeros(1, 1, dtype=torch.long)
     expected = m.generate(start, 200, temperature=0)[0, 1:]
     cast = copy.deepcopy(m).to(devices.inference_dtype('cpu'))
     tokens = cast.generate(start, 200, temperature=0)[0, 1:]
@@ -301,7 +311,8 @@ def test_inference_dtype_auto_per_device(monkeypatch):
     assert devices.inference_dtype('cpu', 'float16') == torch.float16  # asked for: kept
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
     assert devices.inference_dtype('cuda') == torch.bfloat16
-    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported',
+                        lambda including_emulation=True: including_emulation)
     assert devices.inference_dtype('cuda') == torch.float16  # emulated bfloat16 is slow: float16
     assert devices.inference_dtype('mps') == torch.float32
     for native, expected in [(True, torch.bfloat16), (False, torch.float32)]:

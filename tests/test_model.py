@@ -52,7 +52,8 @@ def test_ignore_index():
     targets = idx.clone()
     targets[:, 4:] = -1
     logits, loss = m(idx, targets)
-    expected = torch.nn.functional.cross_entropy(logits[:, :4].reshape(-1, 96), idx[:, :4].reshape(-1))
+    expected = torch.nn.functional.cross_entropy(logits[:, :4].reshape(-1, 96),
+                                                 idx[:, :4].reshape(-1))
     torch.testing.assert_close(loss, expected)
 
 
@@ -76,8 +77,9 @@ def test_gpt2_init():
 def test_parameter_names_match_nanogpt():
     names = set(tiny().state_dict())
     for n in ['transformer.wte.weight', 'transformer.wpe.weight', 'transformer.h.1.ln_1.weight',
-              'transformer.h.1.ln_1.bias', 'transformer.h.1.attn.c_attn.weight', 'transformer.h.1.attn.c_proj.bias',
-              'transformer.h.1.ln_2.weight', 'transformer.h.1.mlp.c_fc.weight', 'transformer.h.1.mlp.c_proj.weight',
+              'transformer.h.1.ln_1.bias', 'transformer.h.1.attn.c_attn.weight',
+              'transformer.h.1.attn.c_proj.bias', 'transformer.h.1.ln_2.weight',
+              'transformer.h.1.mlp.c_fc.weight', 'transformer.h.1.mlp.c_proj.weight',
               'transformer.ln_f.weight', 'lm_head.weight']:
         assert n in names
     assert len(names) == 2 + 2 * 12 + 2 + 1
@@ -133,7 +135,8 @@ def hf_dir(tmp_path_factory):
 def test_logits_match_transformers_gpt2(hf_dir):
     path, hf = hf_dir
     ours = GPT.from_pretrained(path).eval()
-    assert ours.config.vocab_size == 101 and ours.config.block_size == 24 and ours.config.n_layer == 3
+    assert ours.config.vocab_size == 101 and ours.config.block_size == 24
+    assert ours.config.n_layer == 3
     idx = torch.randint(101, (2, 24))
     with torch.no_grad():
         expected = hf(idx).logits
@@ -182,10 +185,12 @@ def test_num_params():
 
 def test_optimizer_groups():
     m = tiny()
-    opt = m.configure_optimizers(weight_decay=0.1, learning_rate=1e-3, betas=(0.9, 0.95), device_type='cpu')
+    opt = m.configure_optimizers(weight_decay=0.1, learning_rate=1e-3, betas=(0.9, 0.95),
+                                 device_type='cpu')
     decay, no_decay = opt.param_groups
     assert decay['weight_decay'] == 0.1 and no_decay['weight_decay'] == 0.0
-    assert all(p.dim() >= 2 for p in decay['params']) and all(p.dim() < 2 for p in no_decay['params'])
+    assert all(p.dim() >= 2 for p in decay['params'])
+    assert all(p.dim() < 2 for p in no_decay['params'])
     # every parameter exactly once (the tied embedding / lm_head counted once)
     ids = [id(p) for g in opt.param_groups for p in g['params']]
     assert len(ids) == len(set(ids)) == len(list(m.parameters()))
@@ -199,16 +204,20 @@ def test_mfu_uses_the_device_peak():
     assert devices.peak_flops('NVIDIA H200', torch.float32) == 495e12
     assert devices.peak_flops('NVIDIA L4', torch.bfloat16) == 121e12
     assert devices.peak_flops('Some Future GPU', torch.bfloat16) is None
-    # whole words, the longest entry first: no card takes the peak of another whose name is inside its own
+    # whole words, the longest entry first: no card takes the peak of another whose name is inside
+    # its own
     assert devices.peak_flops('NVIDIA L40', torch.bfloat16) == 181e12  # not the L4's
     assert devices.peak_flops('NVIDIA L40S', torch.bfloat16) == 362e12
     assert devices.peak_flops('NVIDIA H100 NVL', torch.bfloat16) == 835e12  # not the SXM's
-    assert devices.peak_flops('NVIDIA A10', torch.bfloat16) == 125e12 and devices.peak_flops('NVIDIA A10G', torch.bfloat16) == 70e12
+    assert devices.peak_flops('NVIDIA A10', torch.bfloat16) == 125e12
+    assert devices.peak_flops('NVIDIA A10G', torch.bfloat16) == 70e12
     assert devices.peak_flops('NVIDIA GH200 480GB', torch.bfloat16) == 989e12
     assert devices.peak_flops('Tesla V100-SXM2-16GB', torch.float32) == 15.7e12
-    assert devices.peak_flops('NVIDIA RTX A6000', torch.bfloat16) is None  # not an A6000 'A10...' or 'RTX 4090'
+    # not an A6000 'A10...' or 'RTX 4090'
+    assert devices.peak_flops('NVIDIA RTX A6000', torch.bfloat16) is None
     assert devices.peak_flops('NVIDIA H200 NVL', torch.bfloat16) == 835e12
-    assert devices.peak_flops('NVIDIA A100-SXM4-40GB MIG 1g.5gb', torch.bfloat16) is None  # a seventh of an A100
+    # a seventh of an A100
+    assert devices.peak_flops('NVIDIA A100-SXM4-40GB MIG 1g.5gb', torch.bfloat16) is None
     m = tiny()
     assert m.estimate_mfu(4, 0.1) is None  # a CPU has no honest peak
     # flops per iteration: 6N + 12 L H Q T per token, T tokens per sequence
@@ -256,12 +265,15 @@ def test_setup_device_picks_the_gpu_then_the_dtype(fake_cuda):
     # before anything asks the GPU a question (else every process opens a context on GPU 0)
     device, device_type, ptdtype, _ = devices.setup_device('auto', 'auto', local_rank=3)
     assert (device, device_type, ptdtype) == ('cuda:3', 'cuda', torch.bfloat16)
-    assert fake_cuda['calls'][0] == 'set_device cuda:3' and 'is_bf16_supported' in fake_cuda['calls']
+    assert fake_cuda['calls'][0] == 'set_device cuda:3'
+    assert 'is_bf16_supported' in fake_cuda['calls']
     with pytest.raises(InputError, match='local rank 5, but this process sees only 4 GPUs'):
-        devices.setup_device('cuda', 'auto', local_rank=5)  # two processes on one GPU: NCCL would refuse it later
+        # two processes on one GPU: NCCL would refuse it later
+        devices.setup_device('cuda', 'auto', local_rank=5)
     with pytest.raises(InputError, match='under torchrun'):
         devices.setup_device('cuda:2', 'auto', local_rank=0)
-    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # the MFU peak assumes TF32
+    # the MFU peak assumes TF32
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     # srun --gpus-per-task=1: each process sees one GPU, whatever its local rank
     fake_cuda['count'] = 1
     assert devices.setup_device('cuda', 'auto', local_rank=3)[0] == 'cuda:0'
@@ -271,7 +283,8 @@ def test_setup_device_picks_the_gpu_then_the_dtype(fake_cuda):
     # a V100 or T4 emulates bfloat16: 'auto' takes float16 (with loss scaling) there
     fake_cuda['native_bf16'] = False
     assert devices.setup_device('cuda:0', 'auto')[2] == torch.float16
-    assert devices.setup_device('cuda:0', 'bfloat16')[2] == torch.bfloat16  # asked for explicitly: allowed
+    # asked for explicitly: allowed
+    assert devices.setup_device('cuda:0', 'bfloat16')[2] == torch.bfloat16
 
 
 def test_checkpoint_roundtrip_and_nanogpt_prefix(tmp_path):
@@ -279,7 +292,8 @@ def test_checkpoint_roundtrip_and_nanogpt_prefix(tmp_path):
     path = str(tmp_path / 'ckpt.pt')
     # nanoGPT saves compiled models with an '_orig_mod.' prefix on every key
     sd = {'_orig_mod.' + k: v for k, v in m.state_dict().items()}
-    checkpoint.save_checkpoint({'model': sd, 'model_args': dict(TINY, bias=True, dropout=0.0), 'iter_num': 3}, path)
+    checkpoint.save_checkpoint({'model': sd, 'model_args': dict(TINY, bias=True, dropout=0.0),
+                                'iter_num': 3}, path)
     assert not os.path.exists(path + '.tmp')
     ckpt = checkpoint.load_checkpoint(path)
     m2 = GPT.from_checkpoint(ckpt)
@@ -292,7 +306,8 @@ def test_checkpoint_with_nan_weights_is_refused():
     for name in ['transformer.h.1.mlp.c_fc.weight', 'lm_head.weight']:
         sd = {k: v.clone() for k, v in m.state_dict().items()}
         sd[name][3, 2] = float('nan') if name.startswith('lm') else float('inf')
-        with pytest.raises(InputError, match=f"{name.replace('lm_head', 'transformer.wte')} holds NaN or inf"):
+        reported = name.replace('lm_head', 'transformer.wte')
+        with pytest.raises(InputError, match=f"{reported} holds NaN or inf"):
             GPT.from_checkpoint({'model': sd, 'model_args': dict(TINY, bias=True, dropout=0.0)})
 
 
@@ -353,7 +368,8 @@ def test_cuda_mixed_precision_step_learns():
 def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     # a save that dies half-way (a crash, a full disk) must leave the previous checkpoint whole
     path = str(tmp_path / 'ckpt.pt')
-    checkpoint.save_checkpoint({'model': tiny().state_dict(), 'model_args': TINY, 'iter_num': 1}, path)
+    checkpoint.save_checkpoint({'model': tiny().state_dict(), 'model_args': TINY, 'iter_num': 1},
+                               path)
     before = open(path, 'rb').read()
     real_save = torch.save
 
@@ -362,17 +378,21 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
         f.truncate(len(before) // 2)
         raise OSError(28, 'No space left on device')
     monkeypatch.setattr(torch, 'save', dies_half_way)
-    with pytest.raises(InputError, match=r'cannot write .*ckpt.pt \(No space left on device\)'):  # one line for the script
-        checkpoint.save_checkpoint({'model': tiny(n_embd=64).state_dict(), 'model_args': TINY, 'iter_num': 2}, path)
-    assert open(path, 'rb').read() == before and os.listdir(tmp_path) == ['ckpt.pt']  # and no half-written file beside it
+    # one line for the script
+    with pytest.raises(InputError, match=r'cannot write .*ckpt.pt \(No space left on device\)'):
+        checkpoint.save_checkpoint({'model': tiny(n_embd=64).state_dict(), 'model_args': TINY,
+                                    'iter_num': 2}, path)
+    # and no half-written file beside it
+    assert open(path, 'rb').read() == before and os.listdir(tmp_path) == ['ckpt.pt']
     assert checkpoint.load_checkpoint(path)['iter_num'] == 1
 
 
-@pytest.mark.parametrize('change', [dict(activation_function='relu'), dict(n_inner=40), dict(layer_norm_epsilon=1e-6),
-                                    dict(tie_word_embeddings=False)])
+@pytest.mark.parametrize('change', [dict(activation_function='relu'), dict(n_inner=40),
+                                    dict(layer_norm_epsilon=1e-6), dict(tie_word_embeddings=False)])
 def test_from_pretrained_refuses_gpt2_variants(tmp_path, change):
     from transformers import GPT2Config, GPT2LMHeadModel
-    GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=8, n_embd=16, n_layer=1, n_head=2, **change)).save_pretrained(tmp_path)
+    config = GPT2Config(vocab_size=50, n_positions=8, n_embd=16, n_layer=1, n_head=2, **change)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path)
     with pytest.raises(InputError, match='GPT-2 variant this model does not implement'):
         GPT.from_pretrained(str(tmp_path))
 
@@ -382,6 +402,7 @@ def test_a_checkpoint_never_replaces_a_directory(tmp_path):
     (tmp_path / 'ckpt.pt' / 'sub').mkdir(parents=True)
     (tmp_path / 'ckpt.pt' / 'sub' / 'precious').write_text('keep me')
     with pytest.raises(InputError, match=r'cannot write .*ckpt.pt'):
-        checkpoint.save_checkpoint({'model': tiny().state_dict(), 'model_args': TINY, 'iter_num': 1}, str(tmp_path / 'ckpt.pt'))
+        checkpoint.save_checkpoint({'model': tiny().state_dict(), 'model_args': TINY,
+                                    'iter_num': 1}, str(tmp_path / 'ckpt.pt'))
     assert (tmp_path / 'ckpt.pt' / 'sub' / 'precious').read_text() == 'keep me'
     assert sorted(os.listdir(tmp_path)) == ['ckpt.pt']

@@ -42,9 +42,10 @@ CHINESE = [
     "评估一个语言模型，最常用的指标是验证集上的损失，也可以换算成每个字节的比特数。每个字节的比特数和分词器无关，"
     "所以可以用来比较使用不同分词器的模型。除了损失，我们还会让模型回答一些常识问题，看看它是否真的理解了语言。",
 ]
-HELD_OUT = ("数据的质量比数量更重要。如果训练数据里有很多重复的网页、广告和乱码，模型就会学到这些没有用的东西。"
-            "所以在训练之前，我们要仔细地清洗数据，去掉重复的文章，只保留通顺的文字。清洗以后的数据虽然变少了，"
-            "但是模型学得更快，生成的文字也更好。训练一个好的分词器，也需要干净的数据。")
+HELD_OUT = ("数据的质量比数量更重要。如果训练数据里有很多重复的网页、广告和乱码，"
+            "模型就会学到这些没有用的东西。所以在训练之前，我们要仔细地清洗数据，去掉重复的文章，"
+            "只保留通顺的文字。清洗以后的数据虽然变少了，但是模型学得更快，生成的文字也更好。"
+            "训练一个好的分词器，也需要干净的数据。")
 
 
 def run(*args, cwd=ROOT):
@@ -58,7 +59,8 @@ def ok(result):
 
 def one_line_error(result, *words):
     lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith('error: '), result.stderr[-3000:]
+    assert result.returncode != 0, result.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr[-3000:]
     for word in words:
         assert word in lines[0]
 
@@ -66,18 +68,22 @@ def one_line_error(result, *words):
 def prepared_text(folder):
     """train.bin + val.bin decoded with the dataset's own tokenizer.json."""
     from tokenizers import Tokenizer
-    ids = np.concatenate([np.fromfile(folder / f'{split}.bin', dtype=np.uint16) for split in ('train', 'val')])
-    return Tokenizer.from_file(str(folder / 'tokenizer.json')).decode(ids.tolist(), skip_special_tokens=False)
+    ids = np.concatenate([np.fromfile(folder / f'{split}.bin', dtype=np.uint16)
+                          for split in ('train', 'val')])
+    tokenizer = Tokenizer.from_file(str(folder / 'tokenizer.json'))
+    return tokenizer.decode(ids.tolist(), skip_special_tokens=False)
 
 
 def test_chinese_takes_at_most_0_7x_gpt2s_tokens(tmp_path):
     (tmp_path / 'zh.txt').write_text('\n'.join(CHINESE) + '\n', encoding='utf-8')
-    out = ok(run(TEXT, f'--input={tmp_path / "zh.txt"}', f'--name={tmp_path / "zh"}', '--tokenizer=bpe', '--vocab_size=2048',
-                 '--min_split_tokens=8'))
-    assert 'trained a BPE of' in out and sorted(os.listdir(tmp_path / 'zh')) == ['tokenizer.json', 'train.bin', 'val.bin']
+    out = ok(run(TEXT, f'--input={tmp_path / "zh.txt"}', f'--name={tmp_path / "zh"}',
+                 '--tokenizer=bpe', '--vocab_size=2048', '--min_split_tokens=8'))
+    assert 'trained a BPE of' in out
+    assert sorted(os.listdir(tmp_path / 'zh')) == ['tokenizer.json', 'train.bin', 'val.bin']
     tokenizer = data.load_tokenizer(str(tmp_path / 'zh'))
     assert isinstance(tokenizer, data.TrainedBPE) and 257 < tokenizer.vocab_size <= 2048
-    ours, gpt2 = len(tokenizer.encode(HELD_OUT)), len(tiktoken.get_encoding('gpt2').encode_ordinary(HELD_OUT))
+    ours = len(tokenizer.encode(HELD_OUT))
+    gpt2 = len(tiktoken.get_encoding('gpt2').encode_ordinary(HELD_OUT))
     assert ours <= 0.7 * gpt2, (ours, gpt2)
     assert tokenizer.decode(tokenizer.encode(HELD_OUT)) == HELD_OUT
     # the token files hold the text, then <|endoftext|>
@@ -85,19 +91,24 @@ def test_chinese_takes_at_most_0_7x_gpt2s_tokens(tmp_path):
 
 
 def test_english_file_and_any_characters_decode_back_exactly(tmp_path, shakespeare_txt):
-    text = open(shakespeare_txt, encoding='utf-8').read()[:60_000] + '\r\nemoji 🙂🚀, combining é (e\u0301), tabs\t\tand 日本語\n'
+    text = (open(shakespeare_txt, encoding='utf-8').read()[:60_000]
+            + '\r\nemoji 🙂🚀, combining é (e\u0301), tabs\t\tand 日本語\n')
     with open(tmp_path / 'en.txt', 'w', encoding='utf-8', newline='') as f:
         f.write(text)
-    ok(run(TEXT, f'--input={tmp_path / "en.txt"}', f'--name={tmp_path / "en"}', '--tokenizer=bpe', '--vocab_size=512'))
+    ok(run(TEXT, f'--input={tmp_path / "en.txt"}', f'--name={tmp_path / "en"}', '--tokenizer=bpe',
+           '--vocab_size=512'))
     assert prepared_text(tmp_path / 'en') == text + '<|endoftext|>'
     tokenizer = data.load_tokenizer(str(tmp_path / 'en'))
     assert tokenizer.vocab_size == 512 and tokenizer.eot == tokenizer.encode('<|endoftext|>')[0]
-    # each token's bytes of text: the whole file's bytes over its tokens, <|endoftext|> counting none
+    # each token's bytes of text: the whole file's bytes over its tokens, <|endoftext|> counting
+    # none
     splits = data.open_dataset(str(tmp_path / 'en'), block_size=16)
-    ids = np.concatenate([np.fromfile(tmp_path / 'en' / f'{s}.bin', dtype=np.uint16) for s in ('train', 'val')])
+    ids = np.concatenate([np.fromfile(tmp_path / 'en' / f'{s}.bin', dtype=np.uint16)
+                          for s in ('train', 'val')])
     val = np.fromfile(tmp_path / 'en' / 'val.bin', dtype=np.uint16)
     val_text = tokenizer.decode(val.tolist()).replace('<|endoftext|>', '')
-    assert data.bytes_per_token(splits['val'], tokenizer) == pytest.approx(len(val_text.encode('utf-8')) / len(val), rel=1e-12)
+    expected = len(val_text.encode('utf-8')) / len(val)
+    assert data.bytes_per_token(splits['val'], tokenizer) == pytest.approx(expected, rel=1e-12)
     assert len(ids) < len(text) / 2  # merges learned: well under one token per character
 
 
@@ -115,7 +126,8 @@ def test_switching_tokenizers_leaves_no_stale_vocabulary(tmp_path, shakespeare_t
 @pytest.mark.parametrize('vocab_size', [256, 65537, 0])
 def test_vocab_size_out_of_range_is_one_line(tmp_path, vocab_size):
     (tmp_path / 'a.txt').write_text('some text ' * 200, encoding='utf-8')
-    r = run(TEXT, f'--input={tmp_path / "a.txt"}', f'--name={tmp_path / "ds"}', '--tokenizer=bpe', f'--vocab_size={vocab_size}')
+    r = run(TEXT, f'--input={tmp_path / "a.txt"}', f'--name={tmp_path / "ds"}', '--tokenizer=bpe',
+            f'--vocab_size={vocab_size}')
     one_line_error(r, f'--vocab_size={vocab_size}', '257', '65536')
     assert not os.path.exists(tmp_path / 'ds')
 
@@ -128,28 +140,31 @@ def test_a_broken_tokenizer_json_is_one_line(tmp_path):
 
 def test_train_sample_and_export_with_a_trained_tokenizer(tmp_path):
     (tmp_path / 'zh.txt').write_text('\n'.join(CHINESE) + '\n', encoding='utf-8')
-    ok(run(TEXT, f'--input={tmp_path / "zh.txt"}', f'--name={tmp_path / "zh"}', '--tokenizer=bpe', '--vocab_size=320',
-           '--val_fraction=0.2', '--min_split_tokens=64'))
+    ok(run(TEXT, f'--input={tmp_path / "zh.txt"}', f'--name={tmp_path / "zh"}', '--tokenizer=bpe',
+           '--vocab_size=320', '--val_fraction=0.2', '--min_split_tokens=64'))
     tokenizer = data.load_tokenizer(str(tmp_path / 'zh'))
     out = tmp_path / 'out'
-    ok(run('train.py', '--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=8',
-           '--eval_iters=2', '--eval_interval=4', '--max_iters=4', '--compile=False', f'--dataset={tmp_path / "zh"}',
-           f'--out_dir={out}'))
+    ok(run('train.py', '--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32',
+           '--block_size=16', '--batch_size=8', '--eval_iters=2', '--eval_interval=4',
+           '--max_iters=4', '--compile=False', f'--dataset={tmp_path / "zh"}', f'--out_dir={out}'))
     from checkpoint import load_checkpoint
     assert load_checkpoint(str(out / 'ckpt.pt'))['model_args']['vocab_size'] == tokenizer.vocab_size
     record = [json.loads(line) for line in open(out / 'metrics.jsonl')][-1]
     val = np.fromfile(tmp_path / 'zh' / 'val.bin', dtype=np.uint16)
     val_bytes = len(tokenizer.decode(val.tolist()).replace('<|endoftext|>', '').encode('utf-8'))
-    assert record['val_bpb'] == pytest.approx(record['val_loss'] / math.log(2) / (val_bytes / len(val)), rel=1e-9)
+    bpb = record['val_loss'] / math.log(2) / (val_bytes / len(val))
+    assert record['val_bpb'] == pytest.approx(bpb, rel=1e-9)
     # sample.py: a Chinese prompt, encoded and decoded with tokenizer.json
-    r = ok(run('sample.py', f'--out_dir={out}', '--start=模型训练', '--num_samples=1', '--max_new_tokens=8',
-               '--temperature=0', '--device=cpu'))
+    r = ok(run('sample.py', f'--out_dir={out}', '--start=模型训练', '--num_samples=1',
+               '--max_new_tokens=8', '--temperature=0', '--device=cpu'))
     assert '\n模型训练' in r  # the prompt, then what the model wrote
-    # the export: transformers' tokenizer encodes as tokenizer.json does, and the pipeline runs offline
+    # the export: transformers' tokenizer encodes as tokenizer.json does, and the pipeline runs
+    # offline
     ok(run('sample.py', f'--out_dir={out}', f'--export_hf={tmp_path / "hf"}', '--device=cpu'))
-    # sampled from the export, sample.py reads the directory's tokenizer.json: the same greedy continuation
-    again = ok(run('sample.py', f'--init_from={tmp_path / "hf"}', '--start=模型训练', '--num_samples=1', '--max_new_tokens=8',
-                   '--temperature=0', '--device=cpu'))
+    # sampled from the export, sample.py reads the directory's tokenizer.json: the same greedy
+    # continuation
+    again = ok(run('sample.py', f'--init_from={tmp_path / "hf"}', '--start=模型训练',
+                   '--num_samples=1', '--max_new_tokens=8', '--temperature=0', '--device=cpu'))
     continuation = lambda out: [line for line in out.splitlines() if line.startswith('模型训练')]  # noqa: E731
     assert continuation(again) == continuation(r) and len(continuation(r)) == 1
     from transformers import AutoTokenizer, pipeline
@@ -157,5 +172,6 @@ def test_train_sample_and_export_with_a_trained_tokenizer(tmp_path):
     for text in (HELD_OUT, 'mixed English 和中文 🙂 <|endoftext|> end'):
         assert hf(text)['input_ids'] == tokenizer.encode(text)
         assert hf.decode(tokenizer.encode(text)) == text
-    generated = pipeline('text-generation', model=str(tmp_path / 'hf'), device='cpu')('模型训练', max_new_tokens=5, do_sample=False)
+    generator = pipeline('text-generation', model=str(tmp_path / 'hf'), device='cpu')
+    generated = generator('模型训练', max_new_tokens=5, do_sample=False)
     assert generated[0]['generated_text'].startswith('模型训练')

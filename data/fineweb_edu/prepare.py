@@ -3,7 +3,8 @@ FineWeb-Edu in GPT-2 tokens, for reproducing GPT-2 (124M) as llm.c, build-nanogp
 and nanochat do: HuggingFaceFW/fineweb-edu, the educational pages of FineWeb (web text picked by a
 classifier), its sample-10BT subset (~10B GPT-2 tokens). Writes next to this file:
 
-    train.bin, val.bin   flat uint16 GPT-2 token ids (~10B tokens: ~20 GB, 2 bytes a token; and ~10M)
+    train.bin   flat uint16 GPT-2 token ids (~10B tokens: ~20 GB, 2 bytes a token)
+    val.bin     the same for the validation split (~10M tokens)
 
 It is data/openwebtext/prepare.py with these defaults, so everything works as there: the download
 through Hugging Face `datasets` (with a progress bar; its parquet files and datasets' cache of

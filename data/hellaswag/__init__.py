@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from errors import InputError
 from data import dataset_dir
+from errors import InputError
 
 GPT2_VOCAB_SIZE = 50257  # the tokens are GPT-2 BPE ids
 
@@ -35,7 +35,8 @@ class HellaSwag:
 
     def example(self, i):
         """(context, [4 endings], label), the token runs as int64 arrays."""
-        runs = [self.tokens[self.starts[5 * i + j]:self.starts[5 * i + j + 1]].astype(np.int64) for j in range(5)]
+        runs = [self.tokens[self.starts[5 * i + j]:self.starts[5 * i + j + 1]].astype(np.int64)
+                for j in range(5)]
         return runs[0], runs[1:], int(self.labels[i])
 
 
@@ -49,7 +50,8 @@ def load_hellaswag(name):
         with np.load(path, allow_pickle=False) as f:  # no pickles: the file cannot run code
             tokens, starts, labels = f['tokens'], f['starts'], f['labels']
     except Exception as e:
-        raise InputError(f"cannot read {path} ({e}); run python data/hellaswag/prepare.py again to rewrite it")
+        raise InputError(f"cannot read {path} ({e}); "
+                         f"run python data/hellaswag/prepare.py again to rewrite it")
     if len(starts) != 5 * len(labels) + 1 or len(labels) == 0 or starts[-1] != len(tokens):
         raise InputError(f"{path} is inconsistent (its token runs do not match its examples); "
                          f"run python data/hellaswag/prepare.py again to rewrite it")
@@ -68,29 +70,36 @@ def ending_losses(model, examples, block_size, device):
             # the ending's tokens are targets; a row's first token never is (nothing precedes it)
             scored.append(min(len(ending), len(row) - 1))
     R, T = len(rows), max(len(row) for row in rows)
-    idx = torch.zeros(R, T, dtype=torch.long)  # padded at the end; causal attention keeps padding out of the rows' own positions
+    # padded at the end; causal attention keeps padding out of the rows' own positions
+    idx = torch.zeros(R, T, dtype=torch.long)
     targets = torch.full((R, T), -1, dtype=torch.long)  # -1: not scored (context, padding)
     for r, (row, n) in enumerate(zip(rows, scored)):
         idx[r, :len(row)] = torch.from_numpy(row)
-        targets[r, len(row) - 1 - n:len(row) - 1] = idx[r, len(row) - n:len(row)]  # position t predicts token t + 1
+        # position t predicts token t + 1
+        targets[r, len(row) - 1 - n:len(row) - 1] = idx[r, len(row) - n:len(row)]
     idx, targets = idx.to(device), targets.to(device)
     logits, _ = model(idx, targets)  # (R, T, vocab); targets make the model return every position
-    rows_of, positions = (targets != -1).nonzero(as_tuple=True)  # the scored positions only: (N,) each
-    losses = F.cross_entropy(logits[rows_of, positions].float(), targets[rows_of, positions], reduction='none')  # (N,)
+    # the scored positions only: (N,) each
+    rows_of, positions = (targets != -1).nonzero(as_tuple=True)
+    losses = F.cross_entropy(logits[rows_of, positions].float(), targets[rows_of, positions],
+                             reduction='none')  # (N,)
     per_token = torch.zeros(R, T, device=device)
-    per_token[rows_of, positions] = losses  # (R, T), zero where not scored; a plain sum is deterministic on GPUs too
+    # (R, T), zero where not scored; a plain sum is deterministic on GPUs too
+    per_token[rows_of, positions] = losses
     summed = per_token.sum(1)  # (R,)
     mean = summed / torch.tensor(scored, device=device)  # (R,)
     return summed.view(-1, 4), mean.view(-1, 4)  # (examples, 4) each
 
 
-def hellaswag_counts(model, hellaswag, limit, block_size, batch_examples, device, rank=0, world_size=1):
+def hellaswag_counts(model, hellaswag, limit, block_size, batch_examples, device,
+                     rank=0, world_size=1):
     """[examples scored, right by summed loss (acc), right by mean loss (acc_norm)] on the first
     `limit` examples (all when limit is 0), each of world_size processes scoring its share. The
     examples are cut into fixed batches of batch_examples and batch b goes to process b %
     world_size, so every batch is computed exactly as in a single process: the counts summed over
-    processes equal a single process's counts exactly. Every process runs as many forward passes (one that has no
-    batch left repeats its last, uncounted): an FSDP model needs all of them in each one."""
+    processes equal a single process's counts exactly. Every process runs as many forward passes
+    (one that has no batch left repeats its last, uncounted): an FSDP model needs all of them in
+    each one."""
     n = min(limit, len(hellaswag)) if limit > 0 else len(hellaswag)
     starts = range(0, n, batch_examples)
     counts = torch.zeros(3, dtype=torch.long, device=device)

@@ -19,7 +19,8 @@ A tiny CPU example, on a 1 MB corpus of Shakespeare passages that the benchmark 
 (from the text that data/shakespeare_char/prepare.py fetches):
 
     python data/openwebtext/bench_prepare.py --make_corpus_only=True --corpus_mb=1
-    python data/openwebtext/prepare.py --source=/tmp/owt_bench/corpus.jsonl --out_dir=/tmp/owt_bench --val_fraction=0.01
+    python data/openwebtext/prepare.py --source=/tmp/owt_bench/corpus.jsonl \
+        --out_dir=/tmp/owt_bench --val_fraction=0.01
 
 Every setting below can be overridden with --key=value.
 """
@@ -35,32 +36,37 @@ import numpy as np
 import tiktoken
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))  # for configurator.py
+# for configurator.py
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
 # -----------------------------------------------------------------------------
-# nanoGPT's load_dataset("openwebtext") relied on a dataset script, which datasets 4+ refuses to run;
-# Skylion007/openwebtext is the same corpus under its full hub id. If the hub refuses that too, the
-# error says what to try: another --source, e.g. a local copy of the corpus's parquet files.
-source = 'Skylion007/openwebtext'  # hub dataset id, or local .parquet, .jsonl or .txt file, or folder of them
-subset = ''  # the hub dataset's configuration, if it has several (e.g. FineWeb-Edu's sample-10BT); '' for its default
+# nanoGPT's load_dataset("openwebtext") relied on a dataset script, which datasets 4+ refuses to
+# run; Skylion007/openwebtext is the same corpus under its full hub id. If the hub refuses that
+# too, the error says what to try: another --source, e.g. a local copy of the corpus's parquet
+# files.
+source = 'Skylion007/openwebtext'  # hub dataset id, or a local .parquet/.jsonl/.txt file or folder
+subset = ''  # hub dataset configuration, e.g. FineWeb-Edu's sample-10BT; '' = its default
 out_dir = os.path.dirname(os.path.abspath(__file__))  # where train.bin and val.bin go
-val_fraction = 0.0005  # share of the documents held out for validation (about 4,000 of OpenWebText's 8M)
+val_fraction = 0.0005  # share of documents held out for validation (~4,000 of OpenWebText's 8M)
 seed = 2357  # fixes which documents land in val
-num_proc = os.cpu_count() or 1  # worker processes for downloading and tokenizing (default: one per core)
+num_proc = os.cpu_count() or 1  # processes for downloading and tokenizing (default: one per core)
 min_split_tokens = 256  # stop if train or val would be shorter: too short to train or evaluate on
 # -----------------------------------------------------------------------------
-from configurator import configure  # noqa: E402
 from checkpoint import atomic_write  # noqa: E402
+from configurator import configure  # noqa: E402
 from data import gpt2_encoding, remove_stale_vocabulary  # noqa: E402
+
 configure(globals())
 
-LOCAL_FORMATS = {'.parquet': 'parquet', '.jsonl': 'json', '.txt': 'text'}  # file suffix -> datasets builder
+# file suffix -> datasets builder
+LOCAL_FORMATS = {'.parquet': 'parquet', '.jsonl': 'json', '.txt': 'text'}
 
 
 def local_files(path):
     """The files that make up a local source, and the one suffix they share."""
     if os.path.isdir(path):
-        files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names
+        files = sorted(os.path.join(folder, name)
+                       for folder, _, names in os.walk(path) for name in names
                        if os.path.splitext(name)[1] in LOCAL_FORMATS)
     else:
         files = [path]
@@ -68,9 +74,11 @@ def local_files(path):
     if not files:
         raise SystemExit(f"error: no .parquet, .jsonl or .txt files in the folder {path}")
     if len(suffixes) > 1:
-        raise SystemExit(f"error: {path} mixes {' and '.join(suffixes)} files; give --source a folder of one kind")
+        raise SystemExit(f"error: {path} mixes {' and '.join(suffixes)} files; "
+                         f"give --source a folder of one kind")
     if suffixes[0] not in LOCAL_FORMATS:
-        raise SystemExit(f"error: cannot read {path}: --source takes a .parquet, .jsonl or .txt file, "
+        raise SystemExit(f"error: cannot read {path}: "
+                         f"--source takes a .parquet, .jsonl or .txt file, "
                          f"a folder of them, or a Hugging Face hub dataset id")
     if all(os.path.getsize(f) == 0 for f in files):
         raise SystemExit(f"error: {path} is empty; point --source at a corpus with text in it")
@@ -91,14 +99,16 @@ def load_documents(source):
     if os.path.exists(source):
         files, suffix = local_files(source)
         print(f"reading {len(files):,} {suffix} file(s) from {source}")
-        options = {'sample_by': 'document'} if suffix == '.txt' else {}  # a whole .txt file is one document
+        # a whole .txt file is one document
+        options = {'sample_by': 'document'} if suffix == '.txt' else {}
         try:
             return load_dataset(LOCAL_FORMATS[suffix], data_files=files, split='train', **options)
         except Exception as e:
             if not_utf8(e):
                 raise SystemExit(f"error: {source} is not UTF-8 text ({not_utf8(e).reason}); "
                                  f"convert it first, e.g. iconv -f latin1 -t utf-8")
-            raise SystemExit(f"error: cannot read {source} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            first_line = str(e).splitlines()[0] if str(e) else ''
+            raise SystemExit(f"error: cannot read {source} ({type(e).__name__}: {first_line}); "
                              f"check that it is a valid {suffix} file with a 'text' field")
     if source.startswith(('/', '.', '~')) or os.path.splitext(source)[1] in LOCAL_FORMATS:
         raise SystemExit(f"error: no file or folder {source}; check the path given to --source")
@@ -107,14 +117,16 @@ def load_documents(source):
         return load_dataset(source, subset or None, split='train', num_proc=num_proc)
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SystemExit(f"error: cannot load {source!r} from the Hugging Face hub ({reason}); try another "
-                         f"--source (a hub dataset with data files, or a local copy of its parquet files: "
-                         f"--source=path/to/folder), or check the network and HF_TOKEN")
+        raise SystemExit(f"error: cannot load {source!r} from the Hugging Face hub ({reason}); "
+                         f"try another --source (a hub dataset with data files, "
+                         f"or a local copy of its parquet files: --source=path/to/folder), "
+                         f"or check the network and HF_TOKEN")
 
 
 def tokenize(document):
     enc = tiktoken.get_encoding("gpt2")  # loaded once per process, then cached by tiktoken
-    ids = enc.encode_ordinary(document['text'] or '')  # ordinary: a "<|endoftext|>" in the text is just text
+    # ordinary: a "<|endoftext|>" in the text is just text
+    ids = enc.encode_ordinary(document['text'] or '')
     ids.append(enc.eot_token)  # 50256, after every document
     return {'ids': np.array(ids, dtype=np.uint16), 'len': len(ids)}  # GPT-2's ids all fit in uint16
 
@@ -140,12 +152,15 @@ if not 0 < val_fraction < 1:
 gpt2_encoding()  # fail now, not after the download, if the BPE cannot be had
 dataset = load_documents(source)
 if 'text' not in dataset.column_names:
-    raise SystemExit(f"error: {source} has no 'text' field (its fields: {', '.join(dataset.column_names)}); "
+    raise SystemExit(f"error: {source} has no 'text' field "
+                     f"(its fields: {', '.join(dataset.column_names)}); "
                      f"documents must be in a field named text")
 if getattr(dataset.features['text'], 'dtype', None) not in ('string', 'large_string'):
-    raise SystemExit(f"error: the 'text' field of {source} holds {dataset.features['text']}, not strings")
+    raise SystemExit(f"error: the 'text' field of {source} holds {dataset.features['text']}, "
+                     f"not strings")
 if len(dataset) < 2:
-    raise SystemExit(f"error: {source} holds {len(dataset)} document(s); it takes at least two, one each for train and val")
+    raise SystemExit(f"error: {source} holds {len(dataset)} document(s); "
+                     f"it takes at least two, one each for train and val")
 
 # hold out val_fraction of the documents, chosen at random with a fixed seed
 split_dataset = dataset.train_test_split(test_size=val_fraction, seed=seed, shuffle=True)
@@ -154,18 +169,23 @@ print(f"documents: train {len(split_dataset['train']):,}, val {len(split_dataset
 
 t0 = time.time()
 try:
-    tokenized = split_dataset.map(tokenize, remove_columns=dataset.column_names, desc="tokenizing", num_proc=num_proc)
+    tokenized = split_dataset.map(tokenize, remove_columns=dataset.column_names, desc="tokenizing",
+                                  num_proc=num_proc)
 except Exception as e:
-    if not_utf8(e):  # .jsonl and .parquet readers let bad bytes through; reading a document finds them
+    # .jsonl and .parquet readers let bad bytes through; reading a document finds them
+    if not_utf8(e):
         raise SystemExit(f"error: {source} holds text that is not UTF-8 ({not_utf8(e).reason}); "
                          f"convert it first, e.g. iconv -f latin1 -t utf-8")
     raise
 seconds = time.time() - t0
-num_tokens = {split: int(np.sum(dset.with_format('numpy')['len'][:], dtype=np.uint64)) for split, dset in tokenized.items()}
-print(f"tokenizing took {seconds:.2f} s with num_proc={num_proc}")  # next to nothing when datasets reuses its cache
+num_tokens = {split: int(np.sum(dset.with_format('numpy')['len'][:], dtype=np.uint64))
+              for split, dset in tokenized.items()}
+# next to nothing when datasets reuses its cache
+print(f"tokenizing took {seconds:.2f} s with num_proc={num_proc}")
 for split, count in num_tokens.items():
     if count < min_split_tokens:
-        raise SystemExit(f"error: the {split} split would hold only {count:,} tokens (min_split_tokens={min_split_tokens}): "
+        raise SystemExit(f"error: the {split} split would hold only {count:,} tokens "
+                         f"(min_split_tokens={min_split_tokens}): "
                          f"use a larger corpus, or change --val_fraction (now {val_fraction})")
 
 # Write both files under temporary names and rename them only once both are complete, so a run
@@ -177,12 +197,15 @@ except OSError as e:
     raise SystemExit(f"error: cannot write {e.filename or out_dir} ({e.strerror}); "
                      f"check the free disk space, or write elsewhere with --out_dir=DIR")
 if need > free:  # a memmap on a full disk dies with a bus error, not a message
-    raise SystemExit(f"error: the two .bin files need {need / 1e9:.1f} GB and {out_dir} has {free / 1e9:.1f} GB "
-                     f"free; free some space or write elsewhere with --out_dir=DIR")
+    raise SystemExit(f"error: the two .bin files need {need / 1e9:.1f} GB "
+                     f"and {out_dir} has {free / 1e9:.1f} GB free; "
+                     f"free some space or write elsewhere with --out_dir=DIR")
 with contextlib.ExitStack() as files:
     for split, dset in tokenized.items():
-        write_tokens(dset, files.enter_context(atomic_write(os.path.join(out_dir, f'{split}.bin'))), f'{split}.bin')
-remove_stale_vocabulary(out_dir, ())  # GPT-2's tokens: an earlier dataset's meta.pkl would misread them
+        path = files.enter_context(atomic_write(os.path.join(out_dir, f'{split}.bin')))
+        write_tokens(dset, path, f'{split}.bin')
+# GPT-2's tokens: an earlier dataset's meta.pkl would misread them
+remove_stale_vocabulary(out_dir, ())
 for split, count in num_tokens.items():
     print(f"{split}.bin has {count:,} tokens")
 print(f"wrote train.bin and val.bin to {out_dir}")

@@ -20,10 +20,12 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))  # for configurator.py
+_here = os.path.dirname(os.path.abspath(__file__))
+# for configurator.py
+sys.path.insert(0, os.path.join(_here, '..', '..'))
 
 # -----------------------------------------------------------------------------
-input_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'input.txt')  # the text; downloaded from data_url if missing
+input_file = os.path.join(_here, 'input.txt')  # the text; downloaded from data_url if missing
 data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 out_dir = os.path.dirname(os.path.abspath(__file__))  # where train.bin and val.bin go
 val_fraction = 0.1  # the last 10% of the characters are the validation split
@@ -31,6 +33,7 @@ min_split_tokens = 256  # stop if train or val would be shorter: too short to tr
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
 from data import check_splits, download_text, gpt2_encoding, write_files  # noqa: E402
+
 configure(globals())
 if not 0 < val_fraction < 1:
     raise SystemExit(f"error: --val_fraction={val_fraction} must lie between 0 and 1 (e.g. 0.1)")
@@ -42,7 +45,8 @@ print(f"length of dataset in characters: {len(data):,}")
 n = len(data)
 split = int(n * (1 - val_fraction))
 enc = gpt2_encoding()
-train_ids = np.array(enc.encode_ordinary(data[:split]), dtype=np.uint16)  # GPT-2's ids are all < 50,257
+# GPT-2's ids are all < 50,257
+train_ids = np.array(enc.encode_ordinary(data[:split]), dtype=np.uint16)
 val_ids = np.array(enc.encode_ordinary(data[split:]), dtype=np.uint16)
 check_splits(train_ids, val_ids, min_split_tokens, val_fraction)
 

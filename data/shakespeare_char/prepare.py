@@ -21,10 +21,12 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))  # for configurator.py
+_here = os.path.dirname(os.path.abspath(__file__))
+# for configurator.py
+sys.path.insert(0, os.path.join(_here, '..', '..'))
 
 # -----------------------------------------------------------------------------
-input_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'input.txt')  # the text; downloaded from data_url if missing
+input_file = os.path.join(_here, 'input.txt')  # the text; downloaded from data_url if missing
 data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 out_dir = os.path.dirname(os.path.abspath(__file__))  # where train.bin, val.bin and meta.pkl go
 val_fraction = 0.1  # the last 10% of the characters are the validation split
@@ -32,6 +34,7 @@ min_split_tokens = 256  # stop if train or val would be shorter: too short to tr
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
 from data import check_splits, download_text, write_files  # noqa: E402
+
 configure(globals())
 if not 0 < val_fraction < 1:
     raise SystemExit(f"error: --val_fraction={val_fraction} must lie between 0 and 1 (e.g. 0.1)")
@@ -45,8 +48,9 @@ vocab_size = len(chars)
 print("all the unique characters:", ''.join(chars))
 print(f"vocab size: {vocab_size:,}")
 if vocab_size > 65536:
-    raise SystemExit(f"error: the text has {vocab_size:,} distinct characters, more than the 65,536 ids a uint16 "
-                     f".bin can hold; use data/text/prepare.py --tokenizer=gpt2 for such a text")
+    raise SystemExit(f"error: the text has {vocab_size:,} distinct characters, "
+                     f"more than the 65,536 ids a uint16 .bin can hold; "
+                     f"use data/text/prepare.py --tokenizer=gpt2 for such a text")
 stoi = {ch: i for i, ch in enumerate(chars)}
 itos = {i: ch for i, ch in enumerate(chars)}
 
@@ -57,8 +61,10 @@ train_ids = np.array([stoi[c] for c in data[:split]], dtype=np.uint16)
 val_ids = np.array([stoi[c] for c in data[split:]], dtype=np.uint16)
 check_splits(train_ids, val_ids, min_split_tokens, val_fraction)
 
-meta = {'vocab_size': vocab_size, 'itos': itos, 'stoi': stoi}  # plain dicts: data.load_meta reads it safely
-write_files(out_dir, {'train.bin': train_ids.tobytes(), 'val.bin': val_ids.tobytes(), 'meta.pkl': pickle.dumps(meta)})
+# plain dicts: data.load_meta reads it safely
+meta = {'vocab_size': vocab_size, 'itos': itos, 'stoi': stoi}
+write_files(out_dir, {'train.bin': train_ids.tobytes(), 'val.bin': val_ids.tobytes(),
+                      'meta.pkl': pickle.dumps(meta)})
 print(f"wrote train.bin, val.bin and meta.pkl to {out_dir}")
 
 # length of dataset in characters: 1,115,394

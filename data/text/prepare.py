@@ -16,9 +16,11 @@ Three tokenizers:
 The first 90% of the tokens are the training split, the last 10% the validation split. A folder
 means every .txt file under it, in sorted path order. A tiny CPU example, then training on it:
 
-    python data/text/prepare.py --input=data/shakespeare_char/input.txt --name=mydata --tokenizer=char
+    python data/text/prepare.py --input=data/shakespeare_char/input.txt --name=mydata \
+        --tokenizer=char
     python train.py --dataset=mydata --device=cpu
-    python data/text/prepare.py --input=data/shakespeare_char/input.txt --name=mybpe --tokenizer=bpe --vocab_size=1024
+    python data/text/prepare.py --input=data/shakespeare_char/input.txt --name=mybpe \
+        --tokenizer=bpe --vocab_size=1024
 
 A name with a slash in it is a folder path (--name=/tmp/mydata), as for train.py's --dataset.
 Every setting below can be overridden with --key=value.
@@ -33,29 +35,35 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))  # for configurator.py
+# for configurator.py
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
 # -----------------------------------------------------------------------------
 input = ''  # a .txt file, or a folder of them (UTF-8)
-name = ''  # the dataset: writes data/<name>/ (default: the input's name without .txt); a path if it has a slash
-tokenizer = 'char'  # char (the text's own characters, with meta.pkl), gpt2 (GPT-2 BPE, for finetuning GPT-2) or bpe (trained here)
-vocab_size = 8192  # tokenizer=bpe: tokens of the trained BPE, 257 to 65,536 (a multiple of 64 runs fastest)
+name = ''  # the dataset: data/<name>/ (default: the input's name without .txt), or a path with a /
+tokenizer = 'char'  # char (the text's characters), gpt2 (to finetune GPT-2) or bpe (trained here)
+vocab_size = 8192  # with tokenizer=bpe: its tokens, 257 to 65,536 (a multiple of 64 runs fastest)
 val_fraction = 0.1  # the last 10% of the tokens are the validation split
 min_split_tokens = 256  # stop if train or val would be shorter: too short to train or evaluate on
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
 from data import EOT, check_splits, dataset_dir, gpt2_encoding, read_text, train_bpe, write_files  # noqa: E402
+
 configure(globals())
 if not 0 < val_fraction < 1:
     raise SystemExit(f"error: --val_fraction={val_fraction} must lie between 0 and 1 (e.g. 0.1)")
 
 def text_files(path):
     if not path:
-        raise SystemExit("error: say which text to prepare: --input=path/to/file.txt (or a folder of .txt files)")
+        raise SystemExit("error: say which text to prepare: "
+                         "--input=path/to/file.txt (or a folder of .txt files)")
     if os.path.isdir(path):
-        files = sorted(os.path.join(folder, f) for folder, _, names in os.walk(path) for f in names if f.lower().endswith('.txt'))
+        files = sorted(os.path.join(folder, f)
+                       for folder, _, names in os.walk(path) for f in names
+                       if f.lower().endswith('.txt'))
         if not files:
-            raise SystemExit(f"error: no .txt files in the folder {path}; --input takes a .txt file or a folder of them")
+            raise SystemExit(f"error: no .txt files in the folder {path}; "
+                             f"--input takes a .txt file or a folder of them")
         return files
     if not os.path.isfile(path):
         raise SystemExit(f"error: no file or folder {path}; check the path given to --input")
@@ -76,8 +84,8 @@ if tokenizer == 'char':
     text = '\n\n'.join(documents)
     chars = sorted(set(text))  # the vocabulary: every character that occurs, in sorted order
     if len(chars) > 65536:
-        raise SystemExit(f"error: the text has {len(chars):,} distinct characters, more than the 65,536 ids a uint16 "
-                         f".bin can hold; use --tokenizer=gpt2")
+        raise SystemExit(f"error: the text has {len(chars):,} distinct characters, "
+                         f"more than the 65,536 ids a uint16 .bin can hold; use --tokenizer=gpt2")
     stoi = {ch: i for i, ch in enumerate(chars)}
     ids = np.array([stoi[c] for c in text], dtype=np.uint16)
     meta = {'vocab_size': len(chars), 'itos': {i: ch for i, ch in enumerate(chars)}, 'stoi': stoi}
@@ -87,9 +95,10 @@ elif tokenizer == 'bpe':
     LINE_START = re.compile(r'\n(?=\S)')  # a newline, then text
 
     def pieces(text, size=1 << 20):
-        """text in pieces of ~1 MB, each cut after a newline that starts a line of text (a cut inside
-        a run of whitespace would tokenize it differently): the Rust library works on several at once,
-        over every core, and nothing holds the whole text as a list of Python strings."""
+        """text in pieces of ~1 MB, each cut after a newline that starts a line of text (a cut
+        inside a run of whitespace would tokenize it differently): the Rust library works on
+        several at once, over every core, and nothing holds the whole text as a list of Python
+        strings."""
         start = 0
         while start < len(text):
             cut = LINE_START.search(text, start + size)
@@ -110,12 +119,14 @@ elif tokenizer == 'bpe':
         ids.append(np.array([eot], dtype=np.uint16))  # after every document
     ids = np.concatenate(ids)
     outputs['tokenizer.json'] = bpe.to_str().encode('utf-8')
-    print(f"tokenized in {time.time() - t0:.1f} s in all: {num_chars / len(ids):.2f} characters per token")
+    print(f"tokenized in {time.time() - t0:.1f} s in all: "
+          f"{num_chars / len(ids):.2f} characters per token")
 else:
     enc = gpt2_encoding()
     ids = []
     for document in documents:
-        ids.extend(enc.encode_ordinary(document))  # ordinary: a "<|endoftext|>" in the text is just text
+        # ordinary: a "<|endoftext|>" in the text is just text
+        ids.extend(enc.encode_ordinary(document))
         ids.append(enc.eot_token)  # 50256, after every document
     ids = np.array(ids, dtype=np.uint16)  # GPT-2's ids all fit in uint16
 
