@@ -35,7 +35,7 @@ from contextlib import nullcontext
 import torch
 
 import data
-from cpu_generation import can_pack, packed
+from cpu_generation import generation_layers
 from devices import device_peak_flops, inference_dtype, setup_device
 from model import GPT, GPTConfig
 
@@ -255,9 +255,9 @@ def bench_generate():
             generator = torch.Generator(device).manual_seed(seed)
             synchronize()
             t0 = time.perf_counter()
-            # the cached path on a CPU in bfloat16 with repacked weights, as sample.py generates
-            pack = use_cache and can_pack(model.lm_head.weight)
-            with packed(model) if pack else nullcontext():
+            # the cached path on a CPU with layers made for generation, as sample.py generates
+            swap = use_cache and device_type == 'cpu'
+            with generation_layers(model) if swap else nullcontext():
                 out = model.generate(prompt, max_new_tokens, temperature=temperature,
                                      top_k=top_k or None, use_cache=use_cache, generator=generator)
             synchronize()

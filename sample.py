@@ -24,7 +24,7 @@ import torch
 
 import data
 from checkpoint import load_checkpoint, save_hf_directory
-from cpu_generation import can_pack, packed
+from cpu_generation import generation_layers
 from devices import DTYPES, inference_dtype, setup_device
 from errors import InputError
 from model import GPT
@@ -121,12 +121,12 @@ x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]  # (1, T
 torch.manual_seed(seed)
 batch = max_batch or num_samples
 seconds = 0.0  # generation only, not decoding and printing
-# On a CPU in bfloat16 the weights are repacked for oneDNN while generating (not under compile,
-# which cannot trace oneDNN's private ops).
-pack = not compile and can_pack(model.lm_head.weight)
+# On a CPU, layers made for generation stand in while generating (not under compile, which
+# cannot trace oneDNN's private ops).
+swap = device_type == 'cpu' and not compile
 for first in range(0, num_samples, batch):
     t0 = time.perf_counter()
-    with packed(model) if pack else nullcontext():
+    with generation_layers(model) if swap else nullcontext():
         y = model.generate(x.expand(min(batch, num_samples - first), -1), max_new_tokens,
                            temperature=temperature, top_k=top_k, top_p=top_p)
     samples = y.tolist()  # waits for the device

@@ -23,12 +23,15 @@ import sys
 # run
 os.environ['TQDM_DISABLE'] = '1'
 
-import numpy  # noqa: F401, E402  (imported here once: the point of this server)
+# Imported here once, the point of this server: torch, torch._dynamo (every optimizer imports it
+# when it is made), and transformers' GPT-2 (slow to import; every run that reads or writes GPT-2
+# weights needs it).
+import numpy  # noqa: F401, E402
 import torch  # noqa: F401, E402
-import torch._dynamo  # noqa: F401, E402  (every optimizer imports it when it is made: ~1.8 s)
+import torch._dynamo  # noqa: F401, E402
 import torch.distributed  # noqa: F401, E402
 import torch.nn.parallel  # noqa: F401, E402
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: F401, E402  (~5 s: each run that reads or writes GPT-2 weights)
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: F401, E402
 
 
 def run_child(argv, cwd, env, out, err, own_group=True):

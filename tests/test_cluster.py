@@ -11,8 +11,7 @@ import time
 from conftest import python
 from test_train import ROOT, char_data, load_checkpoint, ok, start, tiny, train, wait_for  # noqa: F401 (a fixture)
 
-# Steps of ~1.3 s on 2 idle AMD EPYC cores (~0.4 s on a Xeon; longer on a busy machine), so that two
-# signals 0.1 s apart arrive during the same step.
+# Slow steps (many micro-steps each), so that two signals 0.1 s apart arrive during the same step.
 SLOW = ['--gradient_accumulation_steps=200', '--eval_interval=1000', '--eval_iters=1',
         '--max_iters=1000']
 
@@ -180,8 +179,8 @@ def test_sigterm_after_the_save_line_under_torchrun_exits_0(char_data, tmp_path)
 
 def test_a_distributed_run_ends_without_the_interpreter_teardown(char_data, tmp_path):  # noqa: F811
     # gloo's threads outlive destroy_process_group, and the interpreter's teardown can then abort a
-    # good run (SIGABRT, 1 tiny run in ~150 under torchrun on 2 busy cores): a distributed run ends
-    # after its exit handlers, without the teardown. Here the teardown would abort every time (an
+    # good run now and then (SIGABRT, at random): a distributed run ends after its exit handlers,
+    # without the teardown. Here the teardown would abort every time (an
     # object whose deletion aborts), and an exit handler leaves a file behind.
     ran = tmp_path / 'exit handler ran'
     code = ("import atexit, os, runpy, sys\n"

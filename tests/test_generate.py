@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import devices
 import model as M
-from cpu_generation import PackedLinear, can_pack, packed
+from cpu_generation import PackedLinear, PlainLayerNorm, PlainLinear, can_pack, generation_layers
 from errors import InputError
 from model import GPT, GPTConfig, sample_next_token
 
@@ -207,7 +207,7 @@ def test_packed_weights_give_f_linear_s_logits(bias):
     logits = []
     linears = {name: mod for name, mod in m.named_modules() if type(mod) is torch.nn.Linear}
     for packing in (True, False):
-        with torch.inference_mode(), packed(m) if packing else nullcontext():
+        with torch.inference_mode(), generation_layers(m) if packing else nullcontext():
             layers = dict(m.named_modules())
             assert all(isinstance(layers[name], PackedLinear) == packing for name in linears)
             cache = M.KVCache(m.config)
@@ -218,6 +218,21 @@ def test_packed_weights_give_f_linear_s_logits(bias):
     for a, b in zip(*logits):
         torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=2e-2)
     assert a.float().std() > 0.1  # (logits that can differ)
+
+
+def test_generation_layers_give_the_model_s_tokens_and_go_back():
+    # float32 on a CPU: plain-tensor Linear and LayerNorm layers, no dropout, the same arithmetic
+    m = chaotic_model(dropout=0.2).eval()
+    idx = torch.randint(96, (2, 3))
+    expected = m.generate(idx, 30, temperature=0)
+    originals = dict(m.named_modules())
+    with generation_layers(m):
+        layers = dict(m.named_modules())
+        assert isinstance(layers['lm_head'], PlainLinear)
+        assert isinstance(layers['transformer.h.0.ln_1'], PlainLayerNorm)
+        assert isinstance(layers['transformer.drop'], torch.nn.Identity)
+        assert torch.equal(m.generate(idx, 30, temperature=0), expected)
+    assert dict(m.named_modules()) == originals
 
 
 def test_training_mode_generates_with_dropout_like_the_plain_path():
@@ -302,7 +317,8 @@ def test_inference_dtype_keeps_greedy_tokens(trained_char_model):
     start = torch.zeros(1, 1, dtype=torch.long)
     expected = m.generate(start, 200, temperature=0)[0, 1:]
     cast = copy.deepcopy(m).to(devices.inference_dtype('cpu'))
-    tokens = cast.generate(start, 200, temperature=0)[0, 1:]
+    with generation_layers(cast):
+        tokens = cast.generate(start, 200, temperature=0)[0, 1:]
     assert (tokens == expected).sum() >= 190, (tokens == expected).sum()
     assert len(set(expected.tolist())) >= 4  # (not one repeated character)
 
