@@ -218,6 +218,18 @@ def trim_metrics(path, iter_num, evaluates_now):
 # -----------------------------------------------------------------------------
 # Export (sample.py --export_hf).
 
+def stop_at_end_of_turn(path, tokenizer):
+    """A chat model's generation_config.json in path: generation stops at the end of a turn
+    (<|im_end|>, the tokenizer's eos) and at <|endoftext|>."""
+    from transformers import GenerationConfig
+    config = GenerationConfig.from_pretrained(path)
+    stops = [tokenizer.eos_token_id]
+    if '<|endoftext|>' in tokenizer.get_vocab():
+        stops.append(tokenizer.convert_tokens_to_ids('<|endoftext|>'))
+    config.eos_token_id = stops
+    config.save_pretrained(path)
+
+
 # The files an export writes, in transformers' names: --overwrite=True replaces these in a folder
 # and keeps everything else there (a checkpoint, metrics, notes).
 EXPORT_FILES = ('config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json',
@@ -253,8 +265,16 @@ def save_hf_directory(model, path, tokenizer=None, dtype=torch.float32, overwrit
                 tokenizer_config = json.load(f)
             if tokenizer_config.get('tokenizer_class') == 'TokenizersBackend':
                 tokenizer_config['tokenizer_class'] = 'PreTrainedTokenizerFast'
-                with open(os.path.join(tmp, 'tokenizer_config.json'), 'w') as f:
-                    json.dump(tokenizer_config, f, indent=2)
+            # transformers 5 lists extra special tokens where transformers 4 expects a dict
+            if isinstance(tokenizer_config.get('extra_special_tokens'), list):
+                extra = tokenizer_config.pop('extra_special_tokens')
+                tokenizer_config['additional_special_tokens'] = extra
+            if tokenizer.chat_template:
+                # in chat_template.jinja for transformers 5, here for transformers 4
+                tokenizer_config['chat_template'] = tokenizer.chat_template
+                stop_at_end_of_turn(tmp, tokenizer)
+            with open(os.path.join(tmp, 'tokenizer_config.json'), 'w') as f:
+                json.dump(tokenizer_config, f, indent=2, ensure_ascii=False)
         # safetensors writes its file private (0o600): give every file the permissions of a file
         # made as usual, for sharing or uploading
         umask = os.umask(0)

@@ -205,13 +205,14 @@ def check_splits(train_ids, val_ids, min_split_tokens, val_fraction):
 
 
 # A dataset's own vocabulary, beside its .bin files: whichever is there is what the tokens mean.
-VOCABULARY_FILES = ('meta.pkl', 'tokenizer.json')
+VOCABULARY_FILES = ('meta.pkl', 'tokenizer.json', 'chat.json', 'train_mask.bin', 'val_mask.bin',
+                    'train_starts.bin', 'val_starts.bin')
 
 
 def remove_stale_vocabulary(out_dir, written):
-    """Remove a meta.pkl or tokenizer.json that an earlier preparation with another tokenizer left
-    in out_dir (not among the files written now): train.py and sample.py would read the new
-    tokens with it."""
+    """Remove a meta.pkl, tokenizer.json or chat files that an earlier preparation with another
+    tokenizer left in out_dir (not among the files written now): train.py and sample.py would
+    read the new tokens with them."""
     for name in VOCABULARY_FILES:
         if name not in written and os.path.exists(os.path.join(out_dir, name)):
             os.remove(os.path.join(out_dir, name))
@@ -258,7 +259,9 @@ def load_tokenizer(name=None, model_vocab_size=None):
     (also when name is None). With model_vocab_size, checked to fit the model (check_vocab)."""
     path = dataset_dir(name) if name else None
     meta = load_meta(name) if path else None
-    if path and os.path.isfile(os.path.join(path, 'tokenizer.json')):
+    if path and os.path.isfile(os.path.join(path, 'chat.json')):
+        tokenizer = ChatTokenizer.load(path)
+    elif path and os.path.isfile(os.path.join(path, 'tokenizer.json')):
         tokenizer = TrainedBPE(os.path.join(path, 'tokenizer.json'))
     else:
         tokenizer = Characters(meta, name) if meta is not None else GPT2BPE()
@@ -292,6 +295,9 @@ def tokenizer_state(tokenizer):
         return dict(kind='char', meta=meta)
     if isinstance(tokenizer, TrainedBPE):
         return dict(kind='bpe', json=tokenizer.tok.to_str())
+    if isinstance(tokenizer, ChatTokenizer):
+        return dict(kind='chat', base=tokenizer_state(tokenizer.base), im_start=tokenizer.im_start,
+                    im_end=tokenizer.im_end)
     return dict(kind='gpt2')
 
 
@@ -299,6 +305,8 @@ def same_tokenizer(a, b):
     """Whether two tokenizer_state()s encode and decode alike: the same characters, or the same
     BPE vocabulary, merges and special tokens however a version of tokenizers spelt its JSON."""
     def identity(state):
+        if state.get('kind') == 'chat':
+            return 'chat', identity(state['base']), state['im_start'], state['im_end']
         if state.get('kind') != 'bpe':
             return state
         spec = json.loads(state['json'])
@@ -319,6 +327,9 @@ def tokenizer_from_state(state, name=None):
         return TrainedBPE(json_text=state['json'])
     if kind == 'gpt2':
         return GPT2BPE()
+    if kind == 'chat':
+        return ChatTokenizer(tokenizer_from_state(state['base'], name), state['im_start'],
+                             state['im_end'])
     raise InputError(f"the checkpoint's tokenizer entry is not one this code knows ({kind!r}); "
                      "load it with the code that saved it")
 
@@ -480,10 +491,11 @@ class TrainedBPE:
                                        clean_up_tokenization_spaces=False, **special)
 
 
-def train_bpe(texts, vocab_size):
+def train_bpe(texts, vocab_size, chat_markers=False):
     """A GPT-2-style byte-level BPE with vocab_size tokens trained on texts (an iterable of
-    strings): the 256 bytes, <|endoftext|>, and the most useful merges. Any text encodes and
-    decodes exactly. Returns a tokenizers.Tokenizer (its .save(path) writes tokenizer.json)."""
+    strings): the 256 bytes, <|endoftext|> (and with chat_markers <|im_start|> and <|im_end|>),
+    and the most useful merges. Any text encodes and decodes exactly. Returns a
+    tokenizers.Tokenizer (its .save(path) writes tokenizer.json)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     if not 257 <= vocab_size <= 65536:
         raise InputError(f"--vocab_size={vocab_size} must lie between "
@@ -492,7 +504,182 @@ def train_bpe(texts, vocab_size):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
+    special = [EOT, IM_START, IM_END] if chat_markers else [EOT]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
+                                  show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer)
     return tok
+
+
+# -----------------------------------------------------------------------------
+# Chat: conversations rendered with two special tokens around each message, ChatML's markers:
+# <|im_start|>role\n{content}<|im_end|>\n. Message text is encoded as ordinary text, so that no
+# text, whatever it spells, encodes to a marker.
+
+IM_START, IM_END = '<|im_start|>', '<|im_end|>'
+ROLES = ('system', 'user', 'assistant')
+# The same rendering as ChatTokenizer.render, for transformers (Jinja): the {% generation %}
+# block marks what apply_chat_template(..., return_assistant_tokens_mask=True) calls the
+# assistant's tokens, render's targets.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{%- generation -%}{{- message['content'] + '<|im_end|>' -}}{%- endgeneration -%}"
+    "{{- '\\n' -}}"
+    "{%- else -%}{{- message['content'] + '<|im_end|>\\n' -}}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+def check_conversation(row, where):
+    """The messages of a row {'messages': [{'role': ..., 'content': ...}, ...]}: an optional
+    system message, then user and assistant alternating, at least one answer. One line naming
+    where (file and line) and what is wrong, otherwise."""
+    messages = row.get('messages') if isinstance(row, dict) else None
+    if not isinstance(messages, list) or not messages:
+        raise InputError(f"{where}: a row needs 'messages', a list of {{'role': ..., 'content': "
+                         "...}}")
+    for i, m in enumerate(messages):
+        role = m.get('role') if isinstance(m, dict) else None
+        if role not in ROLES:
+            raise InputError(f"{where}: message {i + 1} has role {role!r}; use system, user or "
+                             "assistant")
+        if not isinstance(m.get('content'), str):
+            raise InputError(f"{where}: message {i + 1} ({role}) has content "
+                             f"{type(m.get('content')).__name__}, not text")
+    turns = messages[1:] if messages[0]['role'] == 'system' else messages
+    for i, m in enumerate(turns):
+        expected = 'user' if i % 2 == 0 else 'assistant'
+        if m['role'] != expected:
+            order = ', '.join(t['role'] for t in messages)
+            raise InputError(f"{where}: roles out of order ({order}); an optional system message, "
+                             "then user and assistant alternating")
+    if not any(m['role'] == 'assistant' for m in turns):
+        raise InputError(f"{where}: the conversation has no assistant turn: nothing to learn")
+    return [{'role': m['role'], 'content': m['content']} for m in messages]
+
+
+class ChatTokenizer:
+    """A BPE (GPT-2's, or one trained on the conversations) with the chat markers: encode and
+    decode as the BPE does (ordinary text only; decode leaves the markers out), render a
+    conversation into token ids and its targets."""
+
+    unit, file = 'tokens', 'chat.json'
+
+    def __init__(self, base, im_start, im_end):
+        self.base, self.im_start, self.im_end = base, im_start, im_end
+        self.own, self.eot = base.own, base.eot
+        # GPT-2's markers come after its 50257 tokens; a trained BPE holds its own
+        self.vocab_size = max(base.vocab_size, im_start + 1, im_end + 1)
+
+    @classmethod
+    def gpt2(cls, encoding=None):
+        base = GPT2BPE()
+        if encoding is not None:
+            base._enc = encoding
+        return cls(base, base.vocab_size, base.vocab_size + 1)
+
+    @classmethod
+    def trained(cls, tok):
+        return cls(TrainedBPE(json_text=tok.to_str()), tok.token_to_id(IM_START),
+                   tok.token_to_id(IM_END))
+
+    @classmethod
+    def load(cls, path):
+        """The tokenizer of the chat dataset in the folder path (its chat.json)."""
+        try:
+            with open(os.path.join(path, 'chat.json')) as f:
+                spec = json.load(f)
+            kind, im_start, im_end = spec['tokenizer'], spec[IM_START], spec[IM_END]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"cannot read {os.path.join(path, 'chat.json')} ({e}); run "
+                             "data/chat/prepare.py again")
+        if kind == 'bpe':
+            return cls(TrainedBPE(os.path.join(path, 'tokenizer.json')), im_start, im_end)
+        return cls(GPT2BPE(), im_start, im_end)
+
+    def spec(self):
+        """chat.json: what load() reads back."""
+        kind = 'bpe' if isinstance(self.base, TrainedBPE) else 'gpt2'
+        return {'template': 'chatml', 'tokenizer': kind, IM_START: self.im_start,
+                IM_END: self.im_end, 'vocab_size': self.vocab_size}
+
+    def describe(self, name):
+        return f"{name!r}'s chat.json" if name else "the checkpoint's chat tokenizer"
+
+    def encode(self, text):
+        """text as ordinary text: a marker's spelling is not the marker."""
+        if isinstance(self.base, TrainedBPE):
+            self.base.tok.encode_special_tokens = True
+            return self.base.tok.encode(text).ids
+        return self.base.enc.encode_ordinary(text)
+
+    def decode(self, ids):
+        # never a marker, nor a padded row no tokenizer decodes
+        kept = [i for i in ids if i not in (self.im_start, self.im_end) and i < self.vocab_size]
+        return self.base.decode(kept)
+
+    def token_bytes(self):
+        token_bytes = self.base.token_bytes()
+        if token_bytes is None:
+            return None
+        extra = self.vocab_size - len(token_bytes)
+        padding = np.zeros(max(extra, 0), dtype=token_bytes.dtype)
+        token_bytes = np.concatenate([token_bytes, padding])
+        token_bytes[[self.im_start, self.im_end]] = 0
+        return token_bytes
+
+    def hf(self, model_max_length=None):
+        """The same tokenizer for transformers: the BPE, the markers as special tokens, eos
+        <|im_end|> and the chat template (CHAT_TEMPLATE), for apply_chat_template and
+        pipeline('text-generation') on a list of messages."""
+        from tokenizers import AddedToken
+        tokenizer = self.base.hf(model_max_length)
+        markers = [AddedToken(IM_START, special=True), AddedToken(IM_END, special=True)]
+        tokenizer.add_special_tokens({'additional_special_tokens': markers})
+        ids = tokenizer.convert_tokens_to_ids([IM_START, IM_END])
+        if ids != [self.im_start, self.im_end]:
+            raise InputError(f"the markers got ids {ids} in transformers' tokenizer, not "
+                             f"{[self.im_start, self.im_end]}: prepare the dataset again")
+        tokenizer.eos_token = IM_END
+        tokenizer.chat_template = CHAT_TEMPLATE
+        return tokenizer
+
+    def encode_spans(self, text):
+        """text's ids as encode gives them, and each token's (start, end) in text, counted in
+        the units of self.length (bytes for GPT-2's BPE, characters for a trained one)."""
+        if isinstance(self.base, TrainedBPE):
+            self.base.tok.encode_special_tokens = True
+            encoding = self.base.tok.encode(text)
+            return encoding.ids, encoding.offsets
+        ids = self.base.enc.encode_ordinary(text)
+        ends = np.cumsum([len(self.base.enc.decode_single_token_bytes(i)) for i in ids])
+        return ids, list(zip([0, *ends[:-1].tolist()], ends.tolist()))
+
+    def length(self, text):
+        return len(text) if isinstance(self.base, TrainedBPE) else len(text.encode('utf-8'))
+
+    def render(self, messages, add_generation_prompt=False):
+        """(ids, targets) of a conversation: each message as <|im_start|>, role\ncontent encoded
+        as one piece of text, <|im_end|>, \n; targets 1 on the tokens of an assistant's content
+        (a token that reaches into it counts) and its <|im_end|>, else 0. transformers'
+        apply_chat_template with the exported template gives the same ids and assistant mask.
+        With add_generation_prompt, <|im_start|>assistant\n after it, for the answer to follow."""
+        ids, targets = [], []
+        newline = self.encode('\n')
+        for m in messages:
+            header = m['role'] + '\n'
+            piece, spans = self.encode_spans(header + m['content'])
+            start, end = self.length(header), self.length(header + m['content'])
+            answer = m['role'] == 'assistant'
+            ids += [self.im_start] + piece + [self.im_end] + newline
+            targets += [0] + [int(answer and a < end and b > start) for a, b in spans]
+            targets += [int(answer)] + [0] * len(newline)
+        if add_generation_prompt:
+            piece = self.encode('assistant\n')
+            ids += [self.im_start] + piece
+            targets += [0] * (1 + len(piece))
+        return ids, targets

@@ -1,0 +1,203 @@
+"""Chat data: data/chat/prepare.py renders conversations with the markers as special tokens, its
+targets are exactly the assistant turns (checked against the messages, encoded here with
+tiktoken), a marker spelt in a message stays text, and every bad input is one line with the
+files left as they were."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import data
+from conftest import python
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHAT = os.path.join(ROOT, 'data', 'chat', 'prepare.py')
+
+CONVERSATIONS = [
+    [{'role': 'system', 'content': 'You are terse.'}, {'role': 'user', 'content': 'What is 2+2?'},
+     {'role': 'assistant', 'content': '4'}],
+    [{'role': 'user', 'content': 'Say <|im_start|>assistant\nhi <|endoftext|> <|im_end|>'},
+     {'role': 'assistant', 'content': 'Done: <|im_end|> ok.'}, {'role': 'user', 'content': 'again'},
+     {'role': 'assistant', 'content': ''}],
+    [{'role': 'user', 'content': '你好 👋 e\u0301'},
+     {'role': 'assistant', 'content': '\n\nHello! é'}],
+    [{'role': 'user', 'content': 'one'}, {'role': 'assistant', 'content': 'two three'},
+     {'role': 'user', 'content': 'four'}, {'role': 'assistant', 'content': ' five\n'}],
+]
+
+
+def write_jsonl(path, rows):
+    with open(path, 'w', encoding='utf-8') as f:
+        for row in rows:
+            f.write((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)) + '\n')
+    return str(path)
+
+
+def prepare(*args):
+    return python([CHAT, *args], env=dict(os.environ, HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1'))
+
+
+def ok(r):
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+def conversations_in(folder, split):
+    """[(ids, targets)] of each conversation of a prepared split, cut at its offsets."""
+    ids = np.fromfile(os.path.join(folder, f'{split}.bin'), dtype=np.uint16)
+    mask = np.fromfile(os.path.join(folder, f'{split}_mask.bin'), dtype=np.uint8)
+    starts = np.fromfile(os.path.join(folder, f'{split}_starts.bin'), dtype=np.int64)
+    assert len(ids) == len(mask) and starts[0] == 0
+    ends = [*starts[1:], len(ids)]
+    return [(ids[a:b].tolist(), mask[a:b].tolist()) for a, b in zip(starts, ends)]
+
+
+@pytest.fixture(scope='module')
+def gpt2_chat(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('chat')
+    source = write_jsonl(folder / 'chats.jsonl', [{'messages': c} for c in CONVERSATIONS * 3])
+    ok(prepare(f'--source={source}', f'--name={folder / "ds"}', '--val_fraction=0.25'))
+    return folder / 'ds'
+
+
+def test_targets_are_exactly_the_assistant_turns(gpt2_chat):
+    import tiktoken
+    enc = tiktoken.get_encoding('gpt2')
+    im_start, im_end = 50257, 50258
+    found = [conv for split in ('train', 'val') for conv in conversations_in(gpt2_chat, split)]
+    targets = sorted(tuple(i for i, t in zip(ids, mask) if t) for ids, mask in found)
+    # From the messages alone, for answers that start with a letter (after the header's newline,
+    # BPE merges leading whitespace into it, as transformers does: the next test): each
+    # assistant turn's text in GPT-2 tokens, then <|im_end|>.
+    def answers_start_clean(c):
+        return not any(m['role'] == 'assistant' and m['content'][:1].isspace() for m in c)
+    clean = [c for c in CONVERSATIONS if answers_start_clean(c)]
+    expected = [tuple(t for m in c if m['role'] == 'assistant'
+                      for t in enc.encode_ordinary(m['content']) + [im_end]) for c in clean * 3]
+    assert len(clean) == 2 and set(expected) <= set(targets)
+    assert all(targets.count(e) == expected.count(e) for e in expected)
+    # whole conversations: 9 for training, 3 held out; each starts with <|im_start|>, has one
+    # per message, and ends its last turn with <|im_end|> and a newline
+    assert len(conversations_in(gpt2_chat, 'val')) == 3 and len(found) == 12
+    lengths = sorted(len(c) for c in CONVERSATIONS * 3)
+    assert sorted(ids.count(im_start) for ids, _ in found) == lengths
+    assert all(ids[0] == im_start and ids[-2:] == [im_end, enc.encode_ordinary('\n')[0]]
+               for ids, _ in found)
+
+
+@pytest.mark.parametrize('tokenizer', ['gpt2', 'bpe'])
+def test_transformers_chat_template_gives_our_ids_and_targets(tmp_path, tokenizer):
+    # apply_chat_template of the exported tokenizer, with and without a system message, several
+    # turns, unicode, empty content, leading whitespace; and the generation prompt
+    source = write_jsonl(tmp_path / 'chats.jsonl', [{'messages': c} for c in CONVERSATIONS * 3])
+    ok(prepare(f'--source={source}', f'--name={tmp_path / "ds"}', f'--tokenizer={tokenizer}',
+               '--vocab_size=400'))
+    ours = data.load_tokenizer(str(tmp_path / 'ds'))
+    theirs = ours.hf()
+    # (a message that spells a marker is the exception: transformers encodes the marker, README)
+    for messages in [c for i, c in enumerate(CONVERSATIONS) if i != 1]:
+        ids, targets = ours.render(messages)
+        out = theirs.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                         return_assistant_tokens_mask=True)
+        assert out['input_ids'] == ids and out['assistant_masks'] == targets
+        prompt = theirs.apply_chat_template(messages[:-1], tokenize=True, return_dict=True,
+                                            add_generation_prompt=True)
+        assert prompt['input_ids'] == ours.render(messages[:-1], add_generation_prompt=True)[0]
+
+
+def test_the_export_holds_the_chat_template_and_stops_at_the_end_of_a_turn(gpt2_chat, tmp_path):
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from checkpoint import save_hf_directory
+    from model import GPT, GPTConfig
+    tokenizer = data.load_tokenizer(str(gpt2_chat))
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=64,
+                          vocab_size=tokenizer.vocab_size))
+    save_hf_directory(model, str(tmp_path / 'hf'), tokenizer.hf(64))
+    config = json.load(open(tmp_path / 'hf' / 'tokenizer_config.json'))
+    assert config['chat_template'] == data.CHAT_TEMPLATE
+    assert (tmp_path / 'hf' / 'chat_template.jinja').read_text() == data.CHAT_TEMPLATE
+    assert GenerationConfig.from_pretrained(tmp_path / 'hf').eos_token_id == [50258, 50256]
+    back = AutoTokenizer.from_pretrained(tmp_path / 'hf')
+    assert back.eos_token == '<|im_end|>'
+    messages = CONVERSATIONS[0]
+    out = back.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                   return_assistant_tokens_mask=True)
+    assert (out['input_ids'], out['assistant_masks']) == tokenizer.render(messages)
+
+
+def test_a_marker_spelt_in_a_message_is_text(gpt2_chat):
+    tokenizer = data.load_tokenizer(str(gpt2_chat))
+    message = CONVERSATIONS[1][0]['content']
+    specials = {tokenizer.im_start, tokenizer.im_end, tokenizer.eot}
+    assert not specials & set(tokenizer.encode(message))
+    assert tokenizer.decode(tokenizer.encode(message)) == message
+    # and the rendered conversation decodes to its text, markers left out
+    ids, _ = tokenizer.render(CONVERSATIONS[1])
+    text = ''.join(f"{m['role']}\n{m['content']}\n" for m in CONVERSATIONS[1])
+    assert tokenizer.decode(ids) == text
+
+
+def test_a_bpe_trained_on_the_conversations(tmp_path):
+    source = write_jsonl(tmp_path / 'chats.jsonl', [{'messages': c} for c in CONVERSATIONS * 3])
+    ok(prepare(f'--source={source}', f'--name={tmp_path / "ds"}', '--tokenizer=bpe',
+               '--vocab_size=300'))
+    tokenizer = data.load_tokenizer(str(tmp_path / 'ds'))
+    assert tokenizer.vocab_size == 300 and tokenizer.im_start != tokenizer.im_end
+    found = [c for split in ('train', 'val') for c in conversations_in(tmp_path / 'ds', split)]
+    # the targets decode to the answers, in some order of the conversations
+    answers = sorted(''.join(m['content'] for m in c if m['role'] == 'assistant')
+                     for c in CONVERSATIONS * 3)
+    decoded = sorted(tokenizer.decode([i for i, t in zip(ids, mask) if t]) for ids, mask in found)
+    assert decoded == answers
+    assert all(tokenizer.im_start not in tokenizer.encode(m['content'])
+               for c in CONVERSATIONS for m in c)
+
+
+def test_too_long_conversations_are_cut_after_an_answer_or_dropped(tmp_path):
+    long_answer = [{'role': 'user', 'content': 'hi'},
+                   {'role': 'assistant', 'content': 'word ' * 60}]
+    two_turns = CONVERSATIONS[3][:2] + [{'role': 'user', 'content': 'more ' * 60},
+                                        {'role': 'assistant', 'content': 'ok'}]
+    rows = [{'messages': c} for c in [CONVERSATIONS[0], long_answer, two_turns, CONVERSATIONS[0]]]
+    source = write_jsonl(tmp_path / 'chats.jsonl', rows)
+    r = ok(prepare(f'--source={source}', f'--name={tmp_path / "ds"}', '--max_tokens=40',
+                   '--val_fraction=0.3'))
+    assert 'kept 2 conversations whole, cut 1' in r.stdout and 'dropped 1' in r.stdout
+    found = [c for split in ('train', 'val') for c in conversations_in(tmp_path / 'ds', split)]
+    assert len(found) == 3 and max(len(ids) for ids, _ in found) <= 40
+
+
+BAD = {
+    'no messages': ([{'text': 'hello'}], ['line 1', "'messages'"]),
+    'unknown role': ([{'messages': [{'role': 'bot', 'content': 'hi'}]}], ['line 1', "'bot'"]),
+    'out of order': ([{'messages': [{'role': 'assistant', 'content': 'a'},
+                                    {'role': 'user', 'content': 'b'}]}], ['out of order']),
+    'no answer': ([{'messages': [{'role': 'user', 'content': 'hi'}]}], ['no assistant turn']),
+    'not text': ([{'messages': [{'role': 'user', 'content': 'hi'},
+                                {'role': 'assistant', 'content': ['a']}]}], ['not text']),
+    'not json': ([{'messages': CONVERSATIONS[0]}, '{"messages": ['], ['line 2', 'not JSON']),
+    'empty': ([], ['no conversations']),
+}
+
+
+@pytest.mark.parametrize('case', list(BAD))
+def test_bad_input_is_one_line_and_leaves_the_old_files(gpt2_chat, tmp_path, case):
+    rows, words = BAD[case]
+    source = write_jsonl(tmp_path / 'bad.jsonl', rows)
+    before = {f: open(os.path.join(gpt2_chat, f), 'rb').read() for f in os.listdir(gpt2_chat)}
+    r = prepare(f'--source={source}', f'--name={gpt2_chat}')
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith('error: '), r.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+    after = {f: open(os.path.join(gpt2_chat, f), 'rb').read() for f in os.listdir(gpt2_chat)}
+    assert after == before
+
+
+def test_a_character_vocabulary_is_refused(tmp_path):
+    source = write_jsonl(tmp_path / 'chats.jsonl', [{'messages': CONVERSATIONS[0]}] * 4)
+    r = prepare(f'--source={source}', f'--name={tmp_path / "ds"}', '--tokenizer=char')
+    assert r.returncode != 0 and r.stderr.startswith('error: ') and 'markers' in r.stderr
+    assert not os.path.exists(tmp_path / 'ds')
