@@ -227,6 +227,16 @@ class GPT(nn.Module):
                                ignore_index=-1)
         return logits, loss
 
+    def grow_vocab(self, vocab_size):
+        """Add rows to the token embedding, and so to the tied output layer, for new tokens (a
+        chat template's markers after GPT-2's 50257): each starts as the mean of the others."""
+        old = self.transformer.wte.weight.detach()
+        mean = old.mean(dim=0, keepdim=True).expand(vocab_size - old.size(0), -1)
+        self.lm_head.weight = nn.Parameter(torch.cat([old, mean]))
+        self.transformer.wte.weight = self.lm_head.weight
+        self.lm_head.out_features = self.transformer.wte.num_embeddings = vocab_size
+        self.config.vocab_size = vocab_size
+
     def crop_block_size(self, block_size):
         """Shrink the context length, e.g. to finetune GPT-2 (1024) with a shorter block_size."""
         if block_size > self.config.block_size:

@@ -44,6 +44,7 @@ from checkpoint import (
 )
 from configurator import configure
 from data import (
+    ChatTokens,
     bytes_per_token,
     check_vocab,
     load_tokenizer,
@@ -214,6 +215,11 @@ tokenizer = load_tokenizer(dataset)
 # for val_bpb; None if the text is unknown
 val_bytes_per_token = bytes_per_token(splits['val'], tokenizer)
 hellaswag = load_hellaswag(hellaswag_data) if eval_hellaswag else None
+# a chat dataset (data/chat/prepare.py): the loss is taken over the answers' tokens alone
+chat = isinstance(splits['train'], ChatTokens)
+if chat and lora_rank:
+    raise InputError("LoRA on a chat dataset is not supported yet: the markers' embedding rows "
+                     "must train, and LoRA freezes them; finetune every weight (drop --lora_rank)")
 
 
 def get_batch(split, iter_num, micro_step):
@@ -262,6 +268,9 @@ elif init_from.startswith('gpt2') or os.path.isdir(init_from):
 else:
     raise InputError(f"unknown init_from {init_from!r}: use scratch, resume, gpt2, gpt2-medium, "
                      "gpt2-large, gpt2-xl or a directory saved with transformers' save_pretrained")
+if chat and model.config.vocab_size < tokenizer.vocab_size and checkpoint is None:
+    # GPT-2 from the hub has exactly 50257 rows: the chat markers get new ones
+    model.grow_vocab(tokenizer.vocab_size)
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
 elif block_size > model.config.block_size:
@@ -431,15 +440,26 @@ def estimate_loss():
     from their own generator and dropout is off, so evaluating never moves the training RNG."""
     model.eval()
     losses = torch.zeros(2, device=device)
+    # chat: [target tokens of train, of val], for the mean over every target token
+    counts = torch.zeros(2, device=device)
     for i, split in enumerate(('train', 'val')):
         generator = torch.Generator().manual_seed(seed + 1 + rank)
         for _ in range(eval_iters):
             X, Y = splits[split].batch(batch_size, block_size, generator, device)
             with ctx:
                 loss = model(X, Y)[1]
-            losses[i] += loss.float() / eval_iters
+            if chat:
+                n = (Y != -1).sum()
+                losses[i] += torch.nan_to_num(loss.float()) * n
+                counts[i] += n
+            else:
+                losses[i] += loss.float() / eval_iters
     if ddp:
         dist.all_reduce(losses)
+        dist.all_reduce(counts)
+    if chat:
+        losses /= counts
+    elif ddp:
         losses /= world_size
     model.train()
     return {'train': losses[0].item(), 'val': losses[1].item()}
@@ -621,8 +641,21 @@ while True:
 
     # --- forward and backward, over micro-steps
     loss_sum = torch.zeros((), device=device)
-    for micro_step in range(micro_steps):
-        X, Y = get_batch('train', iter_num, micro_step)
+    batches = [get_batch('train', iter_num, micro_step) for micro_step in range(micro_steps)]
+    if chat:
+        # The step's loss is the mean over all its target tokens, in every micro-batch of every
+        # process: each micro-batch's mean counts by its share of them (DDP then averages over
+        # the processes). A micro-batch without targets gets one, weighted 0, so that its loss
+        # is finite and its gradient zero.
+        counts = torch.stack([(Y != -1).sum() for _, Y in batches]).float()
+        total = counts.sum()
+        if ddp:
+            dist.all_reduce(total)
+        weights = counts * world_size / total.clamp(min=1)
+        for (X, Y), n in zip(batches, counts):
+            if n == 0:
+                Y[0, 0] = X[0, 0]
+    for micro_step, (X, Y) in enumerate(batches):
         # gradients are reduced over the processes on the last micro-step only
         reduce_now = micro_step == micro_steps - 1
         if fsdp:
@@ -631,8 +664,14 @@ while True:
             with ctx:
                 # (the logits are not kept: at GPT-2's vocabulary, the largest activation)
                 loss = model(X, Y)[1]
-            scaler.scale(loss / micro_steps).backward()
-        loss_sum += loss.detach().float()
+            if chat:
+                loss = loss * weights[micro_step]
+                # (read_step divides the sum by gradient_accumulation_steps)
+                loss_sum += loss.detach().float() * micro_steps
+            else:
+                loss_sum += loss.detach().float()
+                loss = loss / micro_steps
+            scaler.scale(loss).backward()
 
     # --- clip the gradients, step the optimizer
     scaler.unscale_(opt)

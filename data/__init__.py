@@ -99,17 +99,77 @@ def open_dataset(name, block_size):
         raise InputError(f"no dataset {name!r} (no folder {path}); "
                          f"datasets in data/: {', '.join(present)}")
     splits = {}
+    chat = os.path.isfile(os.path.join(path, 'chat.json'))
     for split in ('train', 'val'):
         file = os.path.join(path, f'{split}.bin')
         if not os.path.isfile(file):
             raise InputError(f"{file} is missing: "
                              f"run python {os.path.join(path, 'prepare.py')} first")
-        splits[split] = Tokens(file)
-        if len(splits[split]) <= block_size:
+        # a chat dataset: windows start at conversations, its targets are the answers alone
+        splits[split] = ChatTokens(file) if chat else Tokens(file)
+        if not chat and len(splits[split]) <= block_size:
             raise InputError(f"{file} holds {len(splits[split])} tokens, "
                              f"not more than block_size={block_size}: "
                              f"use a smaller --block_size or more data")
     return splits
+
+
+class ChatTokens(Tokens):
+    """One split of a chat dataset (data/chat/prepare.py): its tokens, which of them are targets
+    (SPLIT_mask.bin) and where each conversation starts (SPLIT_starts.bin)."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        base = path[:-len('.bin')]
+        try:
+            self.mask = np.fromfile(base + '_mask.bin', dtype=np.uint8)
+            self.starts = np.fromfile(base + '_starts.bin', dtype=np.int64)
+        except OSError as e:
+            raise InputError(f"cannot read {e.filename} ({e.strerror}): run data/chat/prepare.py "
+                             "again")
+        if len(self.mask) != len(self) or not len(self.starts) or self.starts[0] != 0:
+            raise InputError(f"{base}_mask.bin or _starts.bin does not match {path}: run "
+                             "data/chat/prepare.py again")
+        self.ends = np.append(self.starts[1:], len(self))
+
+    def batch(self, batch_size, block_size, generator, device='cpu'):
+        """batch_size windows of block_size tokens, each starting at a random conversation and
+        filled with the ones after it: inputs x (B, T) and targets y (B, T), -1 where a token is
+        not a target (context, a conversation cut at the window's end, padding past the file)."""
+        ix = torch.randint(len(self.starts), (batch_size,), generator=generator)
+        xs, ys = [], []
+        for i in ix.tolist():
+            start = int(self.starts[i])
+            stop = min(start + block_size + 1, len(self))
+            rows = np.full(block_size + 1, -1, dtype=np.int64)
+            rows[:stop - start] = self.read(start, stop - start)
+            target = np.zeros(block_size + 1, dtype=bool)
+            target[:stop - start] = self.mask[start:stop].astype(bool)
+            # the first conversation's answers count even if the window cuts it; a later one's
+            # only if it ends inside the window, so that no answer is learnt without its end
+            last = int(np.searchsorted(self.starts, stop)) - 1
+            if last > i and self.ends[last] > start + block_size + 1:
+                target[self.starts[last] - start:] = False
+            x, y = rows[:-1].copy(), np.where(target[1:], rows[1:], -1)
+            # (padding past the end of the file reads as token 0 and is never a target)
+            x[x < 0] = 0
+            xs.append(x)
+            ys.append(y)
+        x, y = np.stack(xs), np.stack(ys)
+        if self.vocab_size is not None and x.max() >= self.vocab_size:
+            raise InputError(f"{self.path} holds token id {x.max()}, but the model's vocab_size "
+                             f"is {self.vocab_size}: prepare the data again with the model's "
+                             "tokenizer")
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        if torch.device(device).type == 'cuda':
+            x, y = x.pin_memory(), y.pin_memory()
+            return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        return x.to(device), y.to(device)
+
+    def read_targets(self, start, length):
+        """The target tokens among length tokens from start (for bits per byte)."""
+        tokens = self.read(start, length)
+        return tokens[self.mask[start:start + length].astype(bool)]
 
 
 def bytes_per_token(tokens, tokenizer, sample_runs=256, run_length=4096):
@@ -127,12 +187,14 @@ def bytes_per_token(tokens, tokenizer, sample_runs=256, run_length=4096):
         return None
     if token_bytes is None:
         return None
+    # a chat split counts the answers' tokens alone, the tokens val_loss is taken over
+    read = getattr(tokens, 'read_targets', tokens.read)
     n = len(tokens)
     if n <= sample_runs * run_length:
-        sample = tokens.read(0, n)
+        sample = read(0, n)
     else:
         starts = np.linspace(0, n - run_length, sample_runs).astype(np.int64)
-        sample = np.concatenate([tokens.read(int(s), run_length) for s in starts])
+        sample = np.concatenate([read(int(s), run_length) for s in starts])
     if sample.max() >= len(token_bytes):
         return None  # ids beyond the vocabulary: the batch check stops training on them
     return float(token_bytes[sample].sum()) / len(sample)

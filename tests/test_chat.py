@@ -201,3 +201,106 @@ def test_a_character_vocabulary_is_refused(tmp_path):
     r = prepare(f'--source={source}', f'--name={tmp_path / "ds"}', '--tokenizer=char')
     assert r.returncode != 0 and r.stderr.startswith('error: ') and 'markers' in r.stderr
     assert not os.path.exists(tmp_path / 'ds')
+
+
+# ---------------------------------------------------------------------------- training
+
+KEYS = {'red': 'apple', 'blue': 'sky', 'green': 'grass', 'yellow': 'sun', 'white': 'snow'}
+
+
+@pytest.fixture(scope='module')
+def synthetic_chat(tmp_path_factory):
+    """Questions of random letters around a colour, each answered by the colour's word: the
+    answers are a function of the question, the questions themselves noise."""
+    folder = tmp_path_factory.mktemp('synthetic')
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(400):
+        key = list(KEYS)[rng.integers(len(KEYS))]
+        noise = ''.join(rng.choice(list('abcdefghijklmnopqrstuvwxyz '), rng.integers(5, 25)))
+        messages = [{'role': 'user', 'content': f'{noise} {key}?'},
+                    {'role': 'assistant', 'content': KEYS[key]}]
+        if i % 3 == 0:
+            messages.insert(0, {'role': 'system', 'content': 'Answer with one word.'})
+        rows.append({'messages': messages})
+    source = write_jsonl(folder / 'chats.jsonl', rows)
+    ok(prepare(f'--source={source}', f'--name={folder / "ds"}', '--tokenizer=bpe',
+               '--vocab_size=320', '--max_tokens=48'))
+    return str(folder / 'ds')
+
+
+CHAT_TINY = ['--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=48',
+             '--block_size=48', '--batch_size=12', '--eval_iters=4', '--log_interval=10',
+             '--warmup_iters=10', '--learning_rate=4e-3', '--min_lr=4e-4']
+
+
+def train_chat(dataset, out, *args, nproc=None):
+    r = python(['train.py', *CHAT_TINY, f'--dataset={dataset}', f'--out_dir={out}', *args],
+               nproc=nproc, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return r
+
+
+def val_losses(stdout):
+    return [float(line.split('val loss ')[1].split(',')[0]) for line in stdout.splitlines()
+            if line.startswith('eval iter')]
+
+
+def test_training_learns_the_answers_not_the_questions(synthetic_chat, tmp_path):
+    # the loss is over the answers alone: it falls toward 0, which it could not if the noise of
+    # the questions were targets too
+    r = train_chat(synthetic_chat, tmp_path, '--max_iters=250', '--eval_interval=250',
+                   '--lr_decay_iters=250', '--gradient_accumulation_steps=2')
+    first, last = val_losses(r.stdout)
+    assert first > 4.0 and last < 0.3, r.stdout[-1500:]
+
+
+def test_two_processes_train_as_one_with_uneven_targets(synthetic_chat, tmp_path):
+    # 2 processes x 1 micro-step and 1 process x 2 micro-steps see the same micro-batches, whose
+    # target counts differ: the step's loss, the mean over all targets, is the same
+    args = ['--max_iters=4', '--eval_interval=4', '--lr_decay_iters=20', '--log_interval=1']
+    one = train_chat(synthetic_chat, tmp_path / 'one', *args, '--gradient_accumulation_steps=2')
+    two = train_chat(synthetic_chat, tmp_path / 'two', *args, '--gradient_accumulation_steps=2',
+                     nproc=2)
+    from checkpoint import load_checkpoint
+    a, b = (load_checkpoint(str(tmp_path / name / 'ckpt.pt'))['model'] for name in ('one', 'two'))
+    for k in a:
+        assert np.allclose(a[k].numpy(), b[k].numpy(), atol=1e-5), k
+    # (and the training loss logged, the mean over the step's targets in both)
+    first_loss = [line for line in one.stdout.splitlines() if line.startswith('iter 1:')]
+    assert first_loss and first_loss[0].split(',')[0] in two.stdout
+
+
+def test_a_step_weighs_each_micro_batch_by_its_targets():
+    # the weighting train.py uses, against the loss over one batch of all the rows
+    import torch
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    logits, targets = torch.randn(2, 3, 8, 5), torch.randint(5, (2, 3, 8))
+    targets[0, :, 2:] = -1  # micro-batch 0: few targets
+    targets[1, 0, 1:] = -1
+    whole = F.cross_entropy(logits.reshape(-1, 5), targets.reshape(-1), ignore_index=-1)
+    counts = (targets != -1).flatten(1).sum(1).float()
+    weights = counts / counts.sum()
+    parts = [F.cross_entropy(logits[i].reshape(-1, 5), targets[i].reshape(-1), ignore_index=-1)
+             for i in range(2)]
+    assert torch.allclose(sum(w * p for w, p in zip(weights, parts)), whole)
+    # the plain mean of the micro-batches' means is not the step's loss
+    assert not torch.allclose((parts[0] + parts[1]) / 2, whole)
+
+
+def test_a_gpt2_model_grows_rows_for_the_markers(gpt2_chat, tmp_path):
+    # GPT-2 as transformers saves it has exactly its vocabulary: the markers get new rows
+    from transformers import GPT2Config, GPT2LMHeadModel
+    GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=64, n_embd=16, n_layer=1,
+                               n_head=2)).save_pretrained(tmp_path / 'gpt2')
+    r = python(['train.py', '--device=cpu', '--compile=False', f'--dataset={gpt2_chat}',
+                f'--init_from={tmp_path / "gpt2"}', f'--out_dir={tmp_path / "out"}',
+                '--block_size=32', '--batch_size=4', '--gradient_accumulation_steps=1',
+                '--max_iters=2', '--eval_interval=2', '--eval_iters=1', '--warmup_iters=1',
+                '--lr_decay_iters=4'], timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from checkpoint import load_checkpoint
+    ckpt = load_checkpoint(str(tmp_path / 'out' / 'ckpt.pt'))
+    assert ckpt['model_args']['vocab_size'] == 50259
+    assert ckpt['model']['transformer.wte.weight'].shape[0] == 50259
