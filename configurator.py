@@ -121,8 +121,10 @@ def help_text(namespace, settings):
     return "\n".join(lines)
 
 
-def configure(namespace, argv=None):
-    """Update a script's globals from sys.argv; print one line and exit on a bad argument."""
+def configure(namespace, argv=None, log=None):
+    """Update a script's globals from sys.argv; print one line and exit on a bad argument. The
+    settings changed from their defaults are printed to stdout, or to log(new settings) when
+    given (sample.py's chat: stderr, so that stdout holds the answers alone)."""
     report_errors()
     argv = sys.argv[1:] if argv is None else argv
     settings = settings_of(namespace)
@@ -136,6 +138,6 @@ def configure(namespace, argv=None):
     if os.environ.get('RANK', '0') == '0':  # under torchrun, one process says it
         for key, value in new.items():
             if value != settings[key] or type(value) is not type(settings[key]):
-                print(f"  {key} = {value!r}")
+                print(f"  {key} = {value!r}", file=log(new) if log else sys.stdout)
     namespace.update(new)
     return new

@@ -11,6 +11,10 @@ model's block_size is cropped to its last block_size tokens, with a note: that i
 can read. The samples are generated together, in one batch (max_batch caps it), with the weights
 cast to dtype; after them one line on stderr gives the tokens/s.
 
+--chat=True talks to a chat model (finetuned on data/chat/prepare.py's conversations): each line of
+standard input is a question, each answer is printed as it is generated, an empty line or the end
+of the input ends it; with --start="question", the one answer alone (chat.py, README: Chat).
+
 --export_hf=DIR writes the model and its tokenizer to DIR in transformers' GPT-2 format instead of
 sampling, in float32 or --dtype=bfloat16/float16 (README, Exporting to Hugging Face).
 """
@@ -44,10 +48,13 @@ dtype = 'auto'  # the weights' dtype: auto (per device, see README), float32, bf
 compile = False  # torch.compile the full forward pass (used past block_size), not the KV-cache step
 export_hf = ''  # a directory: write model and tokenizer there in transformers' format and exit
 overwrite = False  # with export_hf: replace a directory that is not empty
+chat = False  # talk to a chat model: questions from standard input, or --start for one
+system = ''  # with chat: the system message that opens the conversation
 
 from configurator import configure  # noqa: E402
 
-configure(globals())
+# (chat: the settings on stderr, so that stdout holds the answers alone)
+configure(globals(), log=lambda settings: sys.stderr if settings['chat'] else sys.stdout)
 
 if num_samples < 1 or max_new_tokens < 1:
     raise InputError(f"num_samples ({num_samples}) and max_new_tokens ({max_new_tokens}) "
@@ -96,6 +103,28 @@ if export_hf:
 model.eval().to(device=device, dtype=ptdtype)
 if compile:
     model.compile()
+# On a CPU, layers made for generation stand in while generating (not under compile, which
+# cannot trace oneDNN's private ops).
+swap = device_type == 'cpu' and not compile
+
+if chat:
+    from chat import Conversation
+    if not isinstance(tokenizer, data.ChatTokenizer):
+        raise InputError("--chat=True needs a chat model, one finetuned on a dataset of "
+                         "data/chat/prepare.py (its checkpoint holds the chat markers)")
+    conversation = Conversation(model, tokenizer, system)
+    generator = torch.Generator(device).manual_seed(seed)
+    # one question from --start, or one per line of standard input until an empty one
+    questions = [start] if start != '\n' else (line.rstrip('\n') for line in sys.stdin)
+    with generation_layers(model) if swap else nullcontext():
+        for question in questions:
+            if not question.strip():
+                break
+            for piece in conversation.ask(question, max_new_tokens, temperature, top_k, top_p,
+                                          generator):
+                print(piece, end='', flush=True)
+            print(flush=True)
+    raise SystemExit(0)
 
 # the prompt
 if start.startswith('FILE:'):
@@ -121,9 +150,6 @@ x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]  # (1, T
 torch.manual_seed(seed)
 batch = max_batch or num_samples
 seconds = 0.0  # generation only, not decoding and printing
-# On a CPU, layers made for generation stand in while generating (not under compile, which
-# cannot trace oneDNN's private ops).
-swap = device_type == 'cpu' and not compile
 for first in range(0, num_samples, batch):
     t0 = time.perf_counter()
     with generation_layers(model) if swap else nullcontext():

@@ -229,9 +229,9 @@ def synthetic_chat(tmp_path_factory):
     return str(folder / 'ds')
 
 
-CHAT_TINY = ['--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=48',
-             '--block_size=48', '--batch_size=12', '--eval_iters=4', '--log_interval=10',
-             '--warmup_iters=10', '--learning_rate=4e-3', '--min_lr=4e-4']
+CHAT_TINY = ['--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=64',
+             '--block_size=64', '--batch_size=12', '--eval_iters=4', '--log_interval=10',
+             '--warmup_iters=10', '--learning_rate=6e-3', '--min_lr=6e-4']
 
 
 def train_chat(dataset, out, *args, nproc=None):
@@ -246,13 +246,103 @@ def val_losses(stdout):
             if line.startswith('eval iter')]
 
 
-def test_training_learns_the_answers_not_the_questions(synthetic_chat, tmp_path):
+@pytest.fixture(scope='module')
+def trained_chat(synthetic_chat, tmp_path_factory):
+    out = tmp_path_factory.mktemp('trained_chat')
+    r = train_chat(synthetic_chat, out, '--max_iters=300', '--eval_interval=300',
+                   '--lr_decay_iters=300', '--gradient_accumulation_steps=2')
+    return out, r.stdout
+
+
+def test_training_learns_the_answers_not_the_questions(trained_chat):
     # the loss is over the answers alone: it falls toward 0, which it could not if the noise of
     # the questions were targets too
-    r = train_chat(synthetic_chat, tmp_path, '--max_iters=250', '--eval_interval=250',
-                   '--lr_decay_iters=250', '--gradient_accumulation_steps=2')
-    first, last = val_losses(r.stdout)
-    assert first > 4.0 and last < 0.3, r.stdout[-1500:]
+    first, last = val_losses(trained_chat[1])
+    assert first > 4.0 and last < 0.3, trained_chat[1][-1500:]
+
+
+def sample(*args, stdin=None):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'sample.py'), '--device=cpu',
+                           '--temperature=0', *args], input=stdin, capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+
+
+def test_one_question_gets_its_answer_alone_and_stops(trained_chat):
+    for key, answer in list(KEYS.items())[:3]:
+        r = sample(f'--out_dir={trained_chat[0]}', '--chat=True', f'--start=qwerty uiop {key}?',
+                   '--max_new_tokens=20')
+        assert r.returncode == 0, r.stderr[-2000:]
+        # the answer alone on stdout, ended at the end of its turn (not after 20 tokens)
+        assert r.stdout == answer + '\n', (r.stdout, r.stderr[-500:])
+
+
+def test_two_turns_keep_the_first_in_context(trained_chat):
+    # through the interactive mode: one answer per line of input, until an empty line
+    r = sample(f'--out_dir={trained_chat[0]}', '--chat=True', '--max_new_tokens=8',
+               stdin='qwert blue?\nasdfg red?\n\nnot read\n')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines() == ['sky', 'apple']
+    # the second turn reads only its own tokens: the cache carries the first one over, and the
+    # history the model sees is both turns, as the template renders them
+    import torch
+
+    from chat import Conversation
+    from checkpoint import load_checkpoint
+    from model import GPT
+    ckpt = load_checkpoint(str(trained_chat[0] / 'ckpt.pt'))
+    model = GPT.from_checkpoint(ckpt).eval()
+    tokenizer = data.tokenizer_from_state(ckpt['tokenizer'])
+    talk = Conversation(model, tokenizer)
+    first = ''.join(talk.ask('qwert blue?', 8, temperature=0))
+    cache, cached = talk.cache, talk.cache.length
+    second = ''.join(talk.ask('asdfg red?', 8, temperature=0))
+    assert (first, second) == ('sky', 'apple') and talk.cache is cache
+    turns = [{'role': 'user', 'content': 'qwert blue?'}, {'role': 'assistant', 'content': 'sky'},
+             {'role': 'user', 'content': 'asdfg red?'}, {'role': 'assistant', 'content': 'apple'}]
+    assert talk.ids == tokenizer.render(turns)[0]
+    assert talk.cache.length > cached and cached == len(tokenizer.render(turns[:2])[0]) - 2
+    # and the cached answer equals recomputing the whole history at once
+    with torch.inference_mode():
+        prompt = tokenizer.render(turns[:3], add_generation_prompt=True)[0]
+        first_token = model.generate(torch.tensor([prompt]), 1, temperature=0)[0, -1].item()
+        assert first_token == talk.ids[len(prompt)]
+
+
+def test_chat_needs_a_chat_model(tmp_path):
+    import pickle
+
+    from test_train import TINY
+    text = 'hello world, the chat. ' * 200
+    chars = sorted(set(text))
+    ids = np.array([chars.index(c) for c in text], dtype=np.uint16)
+    ids[:4000].tofile(tmp_path / 'train.bin')
+    ids[4000:].tofile(tmp_path / 'val.bin')
+    with open(tmp_path / 'meta.pkl', 'wb') as f:
+        pickle.dump({'vocab_size': len(chars), 'itos': dict(enumerate(chars)),
+                     'stoi': {c: i for i, c in enumerate(chars)}}, f)
+    ok(python(['train.py', *TINY, f'--dataset={tmp_path}', f'--out_dir={tmp_path / "out"}',
+               '--max_iters=1', '--eval_interval=1']))
+    r = sample(f'--out_dir={tmp_path / "out"}', '--chat=True', '--start=hi')
+    # (in chat, sample.py's settings go to stderr first)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode != 0 and last.startswith('error: ') and 'chat model' in last
+    assert 'Traceback' not in r.stderr
+
+
+def test_transformers_answers_as_sample_py_does(trained_chat, tmp_path):
+    from transformers import pipeline
+    r = sample(f'--out_dir={trained_chat[0]}', f'--export_hf={tmp_path / "hf"}')
+    assert r.returncode == 0, r.stderr[-2000:]
+    generate = pipeline('text-generation', model=str(tmp_path / 'hf'))
+    for key in list(KEYS)[:3]:
+        question = f'qwerty uiop {key}?'
+        ours = sample(f'--out_dir={trained_chat[0]}', '--chat=True', f'--start={question}',
+                      '--max_new_tokens=20').stdout
+        theirs = generate([{'role': 'user', 'content': question}], max_new_tokens=20,
+                          do_sample=False)[0]['generated_text'][-1]
+        assert theirs['role'] == 'assistant' and theirs['content'] + '\n' == ours
 
 
 def test_two_processes_train_as_one_with_uneven_targets(synthetic_chat, tmp_path):

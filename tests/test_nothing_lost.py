@@ -404,9 +404,8 @@ def test_sample_compiled_in_bfloat16_past_block_size(char_data, tmp_path):
             '--max_new_tokens=40',
         )
     )
-    text = r.stdout.split('compile = True\n', 1)[1].split('\n---------------')[
-        0
-    ]  # (after the settings)
+    # (after the settings)
+    text = r.stdout.split('compile = True\n', 1)[1].split('\n---------------')[0]
     assert len(text) == 41  # the prompt '\n' and 40 characters
 
 
