@@ -42,10 +42,18 @@ class LoRALinear(nn.Module):
         return y.add_(F.linear(F.linear(x, self.lora_A), self.lora_B), alpha=self.scale)
 
 
-def add_lora(model, rank, alpha, frozen_dtype=None):
+def add_lora(model, rank, alpha, frozen_dtype=None, new_rows_from=None):
     """Freeze every weight of a GPT and swap each block's four weight matrices for LoRALinear
-    layers, whose updates are the only weights that train."""
+    layers, whose updates are the only weights that train. new_rows_from: the first row of the
+    token embedding added for new tokens (a chat template's markers, after GPT-2's 50257): those
+    rows train too, the embedding's gradient zero on every other row."""
     model.requires_grad_(False)
+    if new_rows_from is not None:
+        wte = model.transformer.wte.weight
+        wte.requires_grad_(True)
+        new_rows = torch.zeros(wte.size(0), 1, dtype=wte.dtype, device=wte.device)
+        new_rows[new_rows_from:] = 1
+        wte.register_hook(lambda grad: grad * new_rows.to(grad.device, grad.dtype))
     for block in model.transformer.h:
         for path in ADAPTED:
             parent, name = block.get_submodule(path.split('.')[0]), path.split('.')[1]
@@ -61,12 +69,17 @@ def merged_state_dict(model):
     return {k: merged.get(k, v) for k, v in model.state_dict().items() if '.lora_' not in k}
 
 
-def lora_state(model, rank, alpha, base):
+def lora_state(model, rank, alpha, base, new_rows_from=None):
     """A LoRA run's checkpoint entry 'lora', beside the merged weights: what an exact resume needs
-    (the updates, and where the frozen base came from and in which dtype it was kept)."""
+    (the updates, the embedding rows it added and trained, where the frozen base came from and in
+    which dtype it was kept)."""
     adapters = {k: v for k, v in model.state_dict().items() if '.lora_' in k}
     frozen = model.transformer.h[0].attn.c_attn.weight.dtype
-    return dict(rank=rank, alpha=alpha, base=base, adapters=adapters, frozen_dtype=str(frozen))
+    state = dict(rank=rank, alpha=alpha, base=base, adapters=adapters, frozen_dtype=str(frozen))
+    if new_rows_from is not None:
+        rows = model.transformer.wte.weight.detach()[new_rows_from:].clone()
+        state.update(new_rows_from=new_rows_from, new_rows=rows)
+    return state
 
 
 def load_lora(model, checkpoint, base):
@@ -76,6 +89,9 @@ def load_lora(model, checkpoint, base):
     the base in another dtype than this one)."""
     lora = checkpoint['lora']
     model.load_state_dict(lora['adapters'], strict=False)
+    if 'new_rows' in lora:
+        with torch.no_grad():
+            model.transformer.wte.weight[lora['new_rows_from']:] = lora['new_rows']
     state, merged = model.state_dict(), merged_state_dict(model)
     adapted = {k.rsplit('.', 1)[0] + '.weight' for k in lora['adapters']}
     same_dtype = lora.get('frozen_dtype') == str(model.transformer.h[0].attn.c_attn.weight.dtype)

@@ -217,10 +217,6 @@ val_bytes_per_token = bytes_per_token(splits['val'], tokenizer)
 hellaswag = load_hellaswag(hellaswag_data) if eval_hellaswag else None
 # a chat dataset (data/chat/prepare.py): the loss is taken over the answers' tokens alone
 chat = isinstance(splits['train'], ChatTokens)
-if chat and lora_rank:
-    raise InputError("LoRA on a chat dataset is not supported yet: the markers' embedding rows "
-                     "must train, and LoRA freezes them; finetune every weight (drop --lora_rank)")
-
 
 def get_batch(split, iter_num, micro_step):
     # Each micro-batch has its own seed (seed, iteration, micro-step over all processes): a resumed
@@ -268,8 +264,11 @@ elif init_from.startswith('gpt2') or os.path.isdir(init_from):
 else:
     raise InputError(f"unknown init_from {init_from!r}: use scratch, resume, gpt2, gpt2-medium, "
                      "gpt2-large, gpt2-xl or a directory saved with transformers' save_pretrained")
-if chat and model.config.vocab_size < tokenizer.vocab_size and checkpoint is None:
+# the first embedding row added here for new tokens (with LoRA, those rows train too)
+new_rows_from = None
+if chat and model.config.vocab_size < tokenizer.vocab_size:
     # GPT-2 from the hub has exactly 50257 rows: the chat markers get new ones
+    new_rows_from = model.config.vocab_size
     model.grow_vocab(tokenizer.vocab_size)
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
@@ -310,7 +309,8 @@ if lora_rank:
     else:
         lora_base = init_from
     # in bfloat16 or float16 the frozen matrices are kept in autocast's dtype: half the memory
-    add_lora(model, lora_rank, lora_alpha, ptdtype if ptdtype != torch.float32 else None)
+    add_lora(model, lora_rank, lora_alpha, ptdtype if ptdtype != torch.float32 else None,
+             new_rows_from)
     if checkpoint is not None:
         load_lora(model, checkpoint, lora_base)
     # the updates' gradients are kept from here on: see opt.zero_grad in the loop
@@ -419,6 +419,13 @@ if optimizer == 'muon':
     muon_settings = dict(lr=muon_lr, momentum=muon_momentum, weight_decay=muon_weight_decay)
     opt = configure_muon(raw_model, weight_decay, learning_rate, (beta1, beta2), device_type,
                          muon_settings)
+elif lora_rank and new_rows_from is not None:
+    # the embedding's new rows train without weight decay: it would shrink the frozen rows too
+    wte = raw_model.transformer.wte.weight
+    params = [p for p in raw_model.parameters() if p.requires_grad and p is not wte]
+    opt = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type,
+                                         params)
+    opt.add_param_group({'params': [wte], 'weight_decay': 0.0})
 else:
     opt = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if checkpoint is not None:
@@ -501,7 +508,9 @@ def save(path):
     # (with LoRA: its updates added into the weights)
     model_state, optimizer_state = merged_state_dict(raw_model), opt.state_dict()
     # a LoRA run's updates and base, for an exact resume
-    extra = {'lora': lora_state(raw_model, lora_rank, lora_alpha, lora_base)} if lora_rank else {}
+    extra = {}
+    if lora_rank:
+        extra['lora'] = lora_state(raw_model, lora_rank, lora_alpha, lora_base, new_rows_from)
     if fsdp:
         # Gathered whole, so that the checkpoint is the same as DDP's: any number of processes
         # resume from it. From the parameters themselves, not state_dict()'s copies: the tied

@@ -1,5 +1,5 @@
 # Goal: GPT-2 (124M) finetuned into an assistant on HuggingFaceTB/smol-smoltalk, every weight
-# trained (LoRA on chat data is not supported yet), then
+# trained, then
 # python sample.py --out_dir=out-chat-gpt2 --chat=True
 # Hardware: one GPU with 24 GB or more (not run yet: no GPU was at hand; gpt2-medium and larger
 # need more memory, or FSDP over several GPUs).

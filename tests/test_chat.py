@@ -394,3 +394,34 @@ def test_a_gpt2_model_grows_rows_for_the_markers(gpt2_chat, tmp_path):
     ckpt = load_checkpoint(str(tmp_path / 'out' / 'ckpt.pt'))
     assert ckpt['model_args']['vocab_size'] == 50259
     assert ckpt['model']['transformer.wte.weight'].shape[0] == 50259
+
+
+def test_lora_trains_the_marker_rows_and_resumes_bit_for_bit(gpt2_chat, tmp_path):
+    # LoRA freezes the embedding, but the markers' new rows must learn to be markers: they train
+    # (without weight decay), every other row stays GPT-2's; and a resume continues exactly
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from checkpoint import load_checkpoint
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=64, n_embd=16, n_layer=1,
+                               n_head=2)).save_pretrained(tmp_path / 'gpt2')
+    base = GPT2LMHeadModel.from_pretrained(tmp_path / 'gpt2').transformer.wte.weight.detach()
+    args = ['train.py', '--device=cpu', '--compile=False', f'--dataset={gpt2_chat}',
+            f'--init_from={tmp_path / "gpt2"}', '--block_size=32', '--batch_size=4',
+            '--gradient_accumulation_steps=1', '--eval_iters=1', '--warmup_iters=1',
+            '--lr_decay_iters=10', '--lora_rank=4', '--lora_alpha=8', '--learning_rate=1e-2',
+            '--dropout=0.1', '--always_save_checkpoint=True']
+    for out, steps in (('straight', [4]), ('split', [2, 4])):
+        for i, max_iters in enumerate(steps):
+            resume = ['--init_from=resume'] if i else []
+            r = python([*args, f'--out_dir={tmp_path / out}', f'--max_iters={max_iters}',
+                        '--eval_interval=2', *resume], timeout=300)
+            assert r.returncode == 0, r.stderr[-2000:]
+    a, b = (load_checkpoint(str(tmp_path / out / 'ckpt.pt')) for out in ('straight', 'split'))
+    for k in a['model']:
+        assert torch.equal(a['model'][k], b['model'][k]), k
+    wte = a['model']['transformer.wte.weight']
+    assert wte.shape[0] == 50259 and torch.equal(wte[:50257], base)
+    grown = base.mean(dim=0)
+    assert all((wte[row] - grown).abs().max() > 1e-4 for row in (50257, 50258))
