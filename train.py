@@ -289,8 +289,11 @@ if checkpoint is not None:
 elif init_from != 'scratch':
     vocab_fix = (f"prepare the data with {init_from}'s tokenizer (GPT-2's BPE: "
                  "data/text/prepare.py --tokenizer=gpt2), or train from scratch")
-check_vocab(tokenizer, dataset, model.config.vocab_size, vocab_fix)
 saved_tokenizer = checkpoint.get('tokenizer') if checkpoint is not None else None
+if saved_tokenizer is not None and (saved_tokenizer.get('kind') == 'chat') != chat:
+    kind, other = ('a chat model', 'a plain') if chat is False else ('a plain model', 'a chat')
+    raise InputError(f"{resume_path} holds {kind}, and {dataset!r} is {other} dataset: {vocab_fix}")
+check_vocab(tokenizer, dataset, model.config.vocab_size, vocab_fix)
 if saved_tokenizer is not None and not same_tokenizer(saved_tokenizer, tokenizer_state(tokenizer)):
     raise InputError(f"dataset {dataset!r} was prepared again, with another tokenizer, since "
                      f"{resume_path} was saved: {vocab_fix}")

@@ -425,3 +425,69 @@ def test_lora_trains_the_marker_rows_and_resumes_bit_for_bit(gpt2_chat, tmp_path
     assert wte.shape[0] == 50259 and torch.equal(wte[:50257], base)
     grown = base.mean(dim=0)
     assert all((wte[row] - grown).abs().max() > 1e-4 for row in (50257, 50258))
+
+
+def test_transformers_serve_answers_through_the_openai_client(trained_chat, tmp_path):
+    # the export served by `transformers serve` (OpenAI's API, on 127.0.0.1 only) and asked
+    # through the openai client: the answer, and a turn that ended by itself
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    pytest.importorskip('fastapi')  # (transformers[serving], in requirements-test.txt)
+    from openai import OpenAI
+    r = sample(f'--out_dir={trained_chat[0]}', f'--export_hf={tmp_path / "hf"}')
+    assert r.returncode == 0, r.stderr[-2000:]
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    cli = os.path.join(os.path.dirname(sys.executable), 'transformers')
+    server = subprocess.Popen([cli, 'serve', str(tmp_path / 'hf'), '--host', '127.0.0.1',
+                               '--port', str(port), '--device', 'cpu'], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, HF_HUB_OFFLINE='1'))
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f'http://127.0.0.1:{port}/v1/models', timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, server.stderr.read()
+                time.sleep(0.5)
+        client = OpenAI(base_url=f'http://127.0.0.1:{port}/v1', api_key='unused')
+        reply = client.chat.completions.create(
+            model=str(tmp_path / 'hf'), max_tokens=10,
+            messages=[{'role': 'user', 'content': 'qwerty uiop blue?'}]).choices[0]
+        assert (reply.message.content, reply.finish_reason) == ('sky', 'stop')
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_chat_checkpoint_and_a_plain_dataset_do_not_mix(trained_chat, synthetic_chat, tmp_path):
+    import pickle
+    import shutil
+
+    from test_train import TINY
+    text = 'hello world, the chat. ' * 200
+    chars = sorted(set(text))
+    ids = np.array([chars.index(c) for c in text], dtype=np.uint16)
+    ids[:4000].tofile(tmp_path / 'train.bin')
+    ids[4000:].tofile(tmp_path / 'val.bin')
+    with open(tmp_path / 'meta.pkl', 'wb') as f:
+        pickle.dump({'vocab_size': len(chars), 'itos': dict(enumerate(chars)),
+                     'stoi': {c: i for i, c in enumerate(chars)}}, f)
+    shutil.copytree(trained_chat[0], tmp_path / 'chat_run')
+    for dataset, out, words in ((tmp_path, tmp_path / 'chat_run', 'a chat model'),
+                                (synthetic_chat, tmp_path / 'plain_run', 'a plain model')):
+        if out.name == 'plain_run':
+            ok(python(['train.py', *TINY, f'--dataset={tmp_path}', f'--out_dir={out}',
+                       '--max_iters=1', '--eval_interval=1', '--block_size=64']))
+        before = open(out / 'ckpt.pt', 'rb').read()
+        r = python(['train.py', *CHAT_TINY, f'--dataset={dataset}', f'--out_dir={out}',
+                    '--init_from=resume', '--max_iters=400'])
+        last = r.stderr.strip().splitlines()[-1]
+        assert r.returncode != 0 and last.startswith('error: ') and words in last, r.stderr
+        assert open(out / 'ckpt.pt', 'rb').read() == before
