@@ -156,6 +156,21 @@ def test_a_bpe_trained_on_the_conversations(tmp_path):
                for c in CONVERSATIONS for m in c)
 
 
+def test_parquet_files_and_folders_are_read_as_jsonl_is(gpt2_chat, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    rows = [{'messages': c} for c in CONVERSATIONS * 3]
+    (tmp_path / 'shards').mkdir()
+    pq.write_table(pa.Table.from_pylist(rows[:6]), tmp_path / 'shards' / 'a.parquet')
+    write_jsonl(tmp_path / 'shards' / 'b.jsonl', rows[6:])
+    r = ok(prepare(f'--source={tmp_path / "shards"}', f'--name={tmp_path / "ds"}',
+                   '--val_fraction=0.25'))
+    assert 'read 12 conversations' in r.stdout
+    for split in ('train', 'val'):
+        for name in (f'{split}.bin', f'{split}_mask.bin', f'{split}_starts.bin'):
+            assert open(tmp_path / 'ds' / name, 'rb').read() == open(gpt2_chat / name, 'rb').read()
+
+
 def test_too_long_conversations_are_cut_after_an_answer_or_dropped(tmp_path):
     long_answer = [{'role': 'user', 'content': 'hi'},
                    {'role': 'assistant', 'content': 'word ' * 60}]
