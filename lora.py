@@ -51,9 +51,8 @@ def add_lora(model, rank, alpha, frozen_dtype=None, new_rows_from=None):
     if new_rows_from is not None:
         wte = model.transformer.wte.weight
         wte.requires_grad_(True)
-        new_rows = torch.zeros(wte.size(0), 1, dtype=wte.dtype, device=wte.device)
-        new_rows[new_rows_from:] = 1
-        wte.register_hook(lambda grad: grad * new_rows.to(grad.device, grad.dtype))
+        k = new_rows_from
+        wte.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:k]), grad[k:]]))
     for block in model.transformer.h:
         for path in ADAPTED:
             parent, name = block.get_submodule(path.split('.')[0]), path.split('.')[1]

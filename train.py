@@ -664,9 +664,9 @@ while True:
         if ddp:
             dist.all_reduce(total)
         weights = counts * world_size / total.clamp(min=1)
+        # (on the device, without waiting for it)
         for (X, Y), n in zip(batches, counts):
-            if n == 0:
-                Y[0, 0] = X[0, 0]
+            Y[0, 0] = torch.where(n == 0, X[0, 0], Y[0, 0])
     for micro_step, (X, Y) in enumerate(batches):
         # gradients are reduced over the processes on the last micro-step only
         reduce_now = micro_step == micro_steps - 1
