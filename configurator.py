@@ -31,9 +31,11 @@ class ConfigError(InputError):
 
 
 def settings_of(namespace):
-    """The settings of a script: its module-level globals of a plain type (None included)."""
+    """The settings of a script: its module-level globals of a plain type (None included), but
+    for constants, named in capitals (GPT2_VOCAB_SIZE, EOT: imported, not settings)."""
     return {k: v for k, v in namespace.items()
-            if not k.startswith('_') and (v is None or isinstance(v, (bool, int, float, str)))}
+            if not k.startswith('_') and not k.isupper()
+            and (v is None or isinstance(v, (bool, int, float, str)))}
 
 
 def nullable(namespace):

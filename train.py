@@ -501,8 +501,9 @@ def get_lr(it):
 last_saved = f"{resume_path} (iter {iter_num})" if init_from == 'resume' else "none"
 
 
-def save(path):
-    """Write the run's state to path (ckpt.pt or last.pt); every process calls it."""
+def save(path, val_loss=None):
+    """Write the run's state to path (ckpt.pt or last.pt); every process calls it. val_loss: the
+    state's, when it was just evaluated."""
     global last_saved
     # every process's RNG state, so that a resumed run continues each one's dropout
     states = [rng_state(device)] * world_size
@@ -533,6 +534,21 @@ def save(path):
             os.remove(last_path)
         print(f"saved {path} at iter {iter_num}")
     last_saved = f"{path} (iter {iter_num})"
+    saved_at[path] = (iter_num, val_loss)
+
+
+# what each checkpoint file written by this run holds: path -> (iteration, val loss or None)
+saved_at = {}
+
+
+def duration(seconds):
+    """seconds as the log shows a time left: 42s, 3m05s, 2h07m."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def stop_not_finite(what):
@@ -645,7 +661,7 @@ while True:
         if iter_num > 0 and not eval_only and (improved or always_save_checkpoint):
             # (the check that every step since the last read was finite)
             read_step()
-            save(ckpt_path)
+            save(ckpt_path, losses['val'])
         # evaluation time is not training time
         t0, iters_since_log = time.time(), 0
     if last or eval_only:
@@ -723,6 +739,8 @@ while True:
                 flops = f"mfu {mfu * 100:.1f}%"
             speed = f"{dt * 1000:.1f} ms, {tokens_per_iter / dt:,.0f} tok/s, {flops}"
             stats.update(ms=dt * 1000, tokens_per_s=tokens_per_iter / dt, mfu=mfu)
+            # (from the measured step time; evaluations come on top)
+            speed += f", {iter_num}/{max_iters}, {duration((max_iters - iter_num) * dt)} left"
         print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, norm {grad_normf:.2f}, {speed}")
         log_metrics(stats)
         if wandb_log:
@@ -747,6 +765,17 @@ while True:
         save(last_path if keep_best else ckpt_path)
         break
 
+# Where the run ends: which iteration ckpt.pt holds, and what to do with it.
+if master and ckpt_path in saved_at and not eval_only:
+    held, val = saved_at[ckpt_path]
+    what = "the latest state" if always_save_checkpoint else "the best val loss"
+    if val is not None:
+        what = f"val loss {val:.4f}, {what}"
+    print(f"{ckpt_path} holds iter {held} ({what}); sample from it: "
+          f"python sample.py --out_dir={out_dir}")
+    if last_path in saved_at:
+        print(f"{last_path} holds iter {saved_at[last_path][0]}, where the run stopped: "
+              "--init_from=resume continues from there")
 if ddp:
     # rank 0 may still be writing the checkpoint
     dist.barrier()
