@@ -115,10 +115,14 @@ def bench_train():
         splits = data.open_dataset(dataset, block_size)
         splits['train'].vocab_size = vocab  # each batch is checked as it is read
         generator = torch.Generator().manual_seed(seed)
-        get_batch = lambda: splits['train'].batch(batch_size, block_size, generator, device)  # noqa: E731
+
+        def get_batch():
+            return splits['train'].batch(batch_size, block_size, generator, device)
     else:
         x = torch.randint(vocab, (batch_size, block_size + 1), device=device)
-        get_batch = lambda: (x[:, :-1], x[:, 1:])  # noqa: E731
+
+        def get_batch():
+            return x[:, :-1], x[:, 1:]
     model = build_model(vocab)
     optimizer = model.configure_optimizers(0.1, learning_rate, (0.9, 0.95), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == torch.float16)

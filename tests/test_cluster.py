@@ -9,7 +9,16 @@ import sys
 import time
 
 from conftest import python
-from test_train import ROOT, char_data, load_checkpoint, ok, start, tiny, train, wait_for  # noqa: F401 (a fixture)
+from test_train import (  # noqa: F401 (char_data: a fixture)
+    ROOT,
+    char_data,
+    load_checkpoint,
+    ok,
+    start,
+    tiny,
+    train,
+    wait_for,
+)
 
 # Slow steps (many micro-steps each), so that two signals 0.1 s apart arrive during the same step.
 SLOW = ['--gradient_accumulation_steps=200', '--eval_interval=1000', '--eval_iters=1',

@@ -43,7 +43,7 @@ def assert_close_weights(a, b, atol=1e-5):
         torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
 
 
-def test_fsdp_matches_one_process_and_saves_the_same_checkpoint(char_data, tmp_path):  # noqa: F811
+def test_fsdp_matches_one_process_and_saves_the_same_checkpoint(char_data, tmp_path):
     # 2 processes x 2 micro-steps against 1 process x 4: the same batches, so the same weights
     single = ok(train(*tiny(char_data, tmp_path / 'single', *ARGS)))
     fsdp = ok(torchrun('train.py', *tiny(char_data, tmp_path / 'fsdp', *ARGS, '--fsdp=True')))
@@ -62,7 +62,7 @@ def test_fsdp_matches_one_process_and_saves_the_same_checkpoint(char_data, tmp_p
     assert model['lm_head.weight'].data_ptr() == model['transformer.wte.weight'].data_ptr()
 
 
-def test_fsdp_checkpoint_resumes_anywhere_and_samples(char_data, tmp_path):  # noqa: F811
+def test_fsdp_checkpoint_resumes_anywhere_and_samples(char_data, tmp_path):
     # FSDP -> one process, and one process -> FSDP: each equal to an unbroken one-process run
     ok(torchrun('train.py', *tiny(char_data, tmp_path / 'from_fsdp', *ARGS, '--fsdp=True')))
     ok(train(*tiny(char_data, tmp_path / 'to_fsdp', *ARGS)))
@@ -104,7 +104,7 @@ exec(compile(open(sys.argv[0]).read(), sys.argv[0], 'exec'), g)
 """
 
 
-def test_each_process_holds_half_of_the_weights_and_optimizer_state(char_data, tmp_path):  # noqa: F811
+def test_each_process_holds_half_of_the_weights_and_optimizer_state(char_data, tmp_path):
     driver = tmp_path / 'count_shards.py'
     driver.write_text(COUNT_SHARDS.format(root=ROOT, out=str(tmp_path)))
     for mode in ('fsdp', 'ddp'):
@@ -122,7 +122,7 @@ def test_each_process_holds_half_of_the_weights_and_optimizer_state(char_data, t
             assert all(c['params'] == whole and c['state'] == whole_state for c in counts)
 
 
-def test_fsdp_sigterm_then_resume_is_exact(char_data, tmp_path):  # noqa: F811
+def test_fsdp_sigterm_then_resume_is_exact(char_data, tmp_path):
     common = ['--dropout=0.1', '--eval_interval=1000', '--max_iters=400', '--fsdp=True']
     run = python.start(['train.py', *tiny(char_data, tmp_path / 'stopped', *common)], nproc=2,
                        env=dict(os.environ, PYTHONUNBUFFERED='1'))
@@ -144,7 +144,7 @@ def test_fsdp_sigterm_then_resume_is_exact(char_data, tmp_path):  # noqa: F811
     assert_same_weights(weights(tmp_path / 'stopped'), weights(tmp_path / 'straight'))
 
 
-def test_kill_9_during_an_fsdp_save_leaves_a_loadable_checkpoint(char_data, tmp_path):  # noqa: F811
+def test_kill_9_during_an_fsdp_save_leaves_a_loadable_checkpoint(char_data, tmp_path):
     # save at every iteration, and kill every process at several moments, some of them mid-save
     for delay in (0.0, 0.05, 0.13):
         run = python.start(['train.py', *tiny(char_data, tmp_path, '--eval_interval=1',
@@ -160,7 +160,7 @@ def test_kill_9_during_an_fsdp_save_leaves_a_loadable_checkpoint(char_data, tmp_
         assert ckpt['iter_num'] >= 1 and torch.isfinite(ckpt['model']['lm_head.weight']).all()
 
 
-def test_fsdp_with_muon_matches_one_process(char_data, tmp_path):  # noqa: F811
+def test_fsdp_with_muon_matches_one_process(char_data, tmp_path):
     args = [*ARGS, '--optimizer=muon']
     ok(train(*tiny(char_data, tmp_path / 'single', *args)))
     ok(torchrun('train.py', *tiny(char_data, tmp_path / 'fsdp', *args, '--fsdp=True')))
@@ -173,7 +173,7 @@ def test_fsdp_with_muon_matches_one_process(char_data, tmp_path):  # noqa: F811
     assert difference(single, other).mean() > 5e-3
 
 
-def test_fsdp_compiled_matches_one_process(char_data, tmp_path):  # noqa: F811
+def test_fsdp_compiled_matches_one_process(char_data, tmp_path):
     args = [*ARGS[1:], '--max_iters=2']
     ok(train(*tiny(char_data, tmp_path / 'single', *args)))
     r = ok(torchrun('train.py', *tiny(char_data, tmp_path / 'fsdp', *args, '--fsdp=True',
@@ -182,7 +182,7 @@ def test_fsdp_compiled_matches_one_process(char_data, tmp_path):  # noqa: F811
     assert_close_weights(weights(tmp_path / 'single'), weights(tmp_path / 'fsdp'))
 
 
-def test_fsdp_bad_settings(char_data, tmp_path):  # noqa: F811
+def test_fsdp_bad_settings(char_data, tmp_path):
     for args, message in ((['--fsdp=True'], 'error: fsdp=True shards the model over the processes '
                                             'that torchrun starts'),
                           (['--fsdp=1'], 'error: --fsdp expects bool')):
@@ -242,7 +242,7 @@ def watch_reads(tmp_path, mode, *args, torchrun=False):
     return json.load(open(record))
 
 
-def test_the_loop_reads_the_device_only_at_log_steps(char_data, tmp_path):  # noqa: F811
+def test_the_loop_reads_the_device_only_at_log_steps(char_data, tmp_path):
     watched = watch_reads(tmp_path, 'cpu', *tiny(char_data, tmp_path / 'out', '--max_iters=12',
                                                '--eval_interval=6', '--log_interval=4'))
     # reads in the loop come from the functions that read on purpose, and from nothing else
@@ -260,7 +260,7 @@ def test_the_loop_reads_the_device_only_at_log_steps(char_data, tmp_path):  # no
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 @pytest.mark.parametrize('fsdp,compile',
                          [(False, False), (True, False), (False, True), (True, True)])
-def test_no_cuda_synchronisation_between_log_steps(char_data, tmp_path, fsdp, compile):  # noqa: F811
+def test_no_cuda_synchronisation_between_log_steps(char_data, tmp_path, fsdp, compile):
     dtype = '--dtype=bfloat16' if torch.cuda.is_bf16_supported() else '--dtype=float32'
     args = tiny(char_data, tmp_path / 'out', '--device=cuda', '--max_iters=12',
                 '--eval_interval=1000', '--log_interval=6', dtype, f'--fsdp={fsdp}',

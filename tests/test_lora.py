@@ -13,7 +13,9 @@ from checkpoint import load_checkpoint
 from conftest import python
 from lora import LoRALinear, add_lora, merged_state_dict
 from model import GPT, GPTConfig
-from test_train import assert_same_weights, char_data, ok, tiny, torchrun, train  # noqa: F401 (char_data: a fixture)
+
+# (char_data: a fixture)
+from test_train import assert_same_weights, char_data, ok, tiny, torchrun, train  # noqa: F401
 
 LORA = ['--lora_rank=4', '--lora_alpha=8', '--learning_rate=1e-2']
 MATRICES = ('attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj')

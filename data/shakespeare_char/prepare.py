@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.join(_here, '..', '..'))
 
 # -----------------------------------------------------------------------------
 input_file = os.path.join(_here, 'input.txt')  # the text; downloaded from data_url if missing
-data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+data_url = ('https://raw.githubusercontent.com/karpathy/char-rnn/master/data/'
+            'tinyshakespeare/input.txt')
 out_dir = os.path.dirname(os.path.abspath(__file__))  # where train.bin, val.bin and meta.pkl go
 val_fraction = 0.1  # the last 10% of the characters are the validation split
 min_split_tokens = 256  # stop if train or val would be shorter: too short to train or evaluate on

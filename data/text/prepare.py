@@ -47,7 +47,15 @@ val_fraction = 0.1  # the last 10% of the tokens are the validation split
 min_split_tokens = 256  # stop if train or val would be shorter: too short to train or evaluate on
 # -----------------------------------------------------------------------------
 from configurator import configure  # noqa: E402
-from data import EOT, check_splits, dataset_dir, gpt2_encoding, read_text, train_bpe, write_files  # noqa: E402
+from data import (  # noqa: E402
+    EOT,
+    check_splits,
+    dataset_dir,
+    gpt2_encoding,
+    read_text,
+    train_bpe,
+    write_files,
+)
 
 configure(globals())
 if not 0 < val_fraction < 1:
