@@ -36,7 +36,7 @@ class Conversation:
             self.ids += tok.render(self.turns[-1:], add_generation_prompt=True)[0]
         else:
             self.ids = tok.render(self.system + self.turns, add_generation_prompt=True)[0]
-        # leave the answer room: up to max_new_tokens, at least half the context
+        # leave the answer room: max_new_tokens, or half the context if that is less
         room = min(max_new_tokens, block_size // 2)
         while len(self.ids) + room > block_size and len(self.turns) > 1:
             # the oldest question and its answer go; the cache no longer matches the tokens

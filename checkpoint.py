@@ -128,14 +128,19 @@ def load_checkpoint(path):
 
 
 def latest_checkpoint(out_dir):
-    """The path of the checkpoint that --init_from=resume continues: out_dir/ckpt.pt, or
+    """(path, checkpoint) of what --init_from=resume continues: out_dir/ckpt.pt, or
     out_dir/last.pt where a run that keeps only its best model (always_save_checkpoint=False) was
-    stopped later than its best evaluation. None when out_dir holds neither."""
-    paths = [os.path.join(out_dir, name) for name in ('ckpt.pt', 'last.pt')]
-    present = [path for path in paths if os.path.isfile(path)]
-    if not present:
-        return None
-    return max(present, key=lambda path: load_checkpoint(path).get('iter_num', 0))
+    stopped later than its best evaluation. load_checkpoint's one line when neither is there."""
+    ckpt_path, last_path = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'last.pt')
+    if not os.path.isfile(last_path):
+        return ckpt_path, load_checkpoint(ckpt_path)
+    last = load_checkpoint(last_path)
+    if not os.path.isfile(ckpt_path):
+        return last_path, last
+    best = load_checkpoint(ckpt_path)
+    if last.get('iter_num', 0) > best.get('iter_num', 0):
+        return last_path, last
+    return ckpt_path, best
 
 
 def set_aside(paths):

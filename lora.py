@@ -51,8 +51,11 @@ def add_lora(model, rank, alpha, frozen_dtype=None, new_rows_from=None):
     if new_rows_from is not None:
         wte = model.transformer.wte.weight
         wte.requires_grad_(True)
-        k = new_rows_from
-        wte.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:k]), grad[k:]]))
+        def zero_frozen_rows(grad):
+            grad = grad.clone()
+            grad[:new_rows_from] = 0
+            return grad
+        wte.register_hook(zero_frozen_rows)
     for block in model.transformer.h:
         for path in ADAPTED:
             parent, name = block.get_submodule(path.split('.')[0]), path.split('.')[1]

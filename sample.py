@@ -150,16 +150,16 @@ x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]  # (1, T
 torch.manual_seed(seed)
 batch = max_batch or num_samples
 seconds = 0.0  # generation only, not decoding and printing
-for first in range(0, num_samples, batch):
-    t0 = time.perf_counter()
-    with generation_layers(model) if swap else nullcontext():
+with generation_layers(model) if swap else nullcontext():
+    for first in range(0, num_samples, batch):
+        t0 = time.perf_counter()
         y = model.generate(x.expand(min(batch, num_samples - first), -1), max_new_tokens,
                            temperature=temperature, top_k=top_k, top_p=top_p)
-    samples = y.tolist()  # waits for the device
-    seconds += time.perf_counter() - t0
-    for ids in samples:
-        print(tokenizer.decode(ids))
-        print('---------------')
+        samples = y.tolist()  # waits for the device
+        seconds += time.perf_counter() - t0
+        for ids in samples:
+            print(tokenizer.decode(ids))
+            print('---------------')
 n = num_samples * max_new_tokens
 print(f"generated {n} tokens in {seconds:.2f} s ({n / seconds:,.1f} tokens/s, "
       f"dtype {str(ptdtype).removeprefix('torch.')}; "

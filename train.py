@@ -238,10 +238,12 @@ if init_from == 'scratch':
     model_args['vocab_size'] = tokenizer.vocab_size if tokenizer.own else 50304
     model = GPT(GPTConfig(**model_args))
 elif init_from == 'resume':
-    # the later of ckpt.pt and last.pt; an evaluation alone reads the one sample.py reads
-    resume_path = ckpt_path if eval_only else (latest_checkpoint(out_dir) or ckpt_path)
-    # to the CPU: the model and the optimizer move their parts to the device below
-    checkpoint = load_checkpoint(resume_path)
+    # The later of ckpt.pt and last.pt; an evaluation alone reads the one sample.py reads. To
+    # the CPU: the model and the optimizer move their parts to the device below.
+    if eval_only:
+        resume_path, checkpoint = ckpt_path, load_checkpoint(ckpt_path)
+    else:
+        resume_path, checkpoint = latest_checkpoint(out_dir)
     check_resume(checkpoint, resume_path, block_size=block_size, optimizer=optimizer,
                  lora_rank=lora_rank, lora_alpha=lora_alpha)
     # a LoRA run's checkpoint: its frozen base is loaded again from where it came from

@@ -634,6 +634,10 @@ class ChatTokenizer:
     def __init__(self, base, im_start, im_end):
         self.base, self.im_start, self.im_end = base, im_start, im_end
         self.own, self.eot = base.own, base.eot
+        self.trained = isinstance(base, TrainedBPE)
+        if self.trained:
+            # text is text: a marker's spelling in a message is not the marker
+            base.tok.encode_special_tokens = True
         # GPT-2's markers come after its 50257 tokens; a trained BPE holds its own
         self.vocab_size = max(base.vocab_size, im_start + 1, im_end + 1)
 
@@ -665,7 +669,7 @@ class ChatTokenizer:
 
     def spec(self):
         """chat.json: what load() reads back."""
-        kind = 'bpe' if isinstance(self.base, TrainedBPE) else 'gpt2'
+        kind = 'bpe' if self.trained else 'gpt2'
         return {'template': 'chatml', 'tokenizer': kind, IM_START: self.im_start,
                 IM_END: self.im_end, 'vocab_size': self.vocab_size}
 
@@ -674,8 +678,7 @@ class ChatTokenizer:
 
     def encode(self, text):
         """text as ordinary text: a marker's spelling is not the marker."""
-        if isinstance(self.base, TrainedBPE):
-            self.base.tok.encode_special_tokens = True
+        if self.trained:
             return self.base.tok.encode(text).ids
         return self.base.enc.encode_ordinary(text)
 
@@ -713,8 +716,7 @@ class ChatTokenizer:
     def encode_spans(self, text):
         """text's ids as encode gives them, and each token's (start, end) in text, counted in
         the units of self.length (bytes for GPT-2's BPE, characters for a trained one)."""
-        if isinstance(self.base, TrainedBPE):
-            self.base.tok.encode_special_tokens = True
+        if self.trained:
             encoding = self.base.tok.encode(text)
             return encoding.ids, encoding.offsets
         ids = self.base.enc.encode_ordinary(text)
@@ -722,7 +724,7 @@ class ChatTokenizer:
         return ids, list(zip([0, *ends[:-1].tolist()], ends.tolist()))
 
     def length(self, text):
-        return len(text) if isinstance(self.base, TrainedBPE) else len(text.encode('utf-8'))
+        return len(text) if self.trained else len(text.encode('utf-8'))
 
     def render(self, messages, add_generation_prompt=False):
         """(ids, targets) of a conversation: each message as <|im_start|>, role\ncontent encoded

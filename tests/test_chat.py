@@ -326,17 +326,9 @@ def test_two_turns_keep_the_first_in_context(trained_chat):
 
 
 def test_chat_needs_a_chat_model(tmp_path):
-    import pickle
-
+    from test_nothing_lost import char_dataset
     from test_train import TINY
-    text = 'hello world, the chat. ' * 200
-    chars = sorted(set(text))
-    ids = np.array([chars.index(c) for c in text], dtype=np.uint16)
-    ids[:4000].tofile(tmp_path / 'train.bin')
-    ids[4000:].tofile(tmp_path / 'val.bin')
-    with open(tmp_path / 'meta.pkl', 'wb') as f:
-        pickle.dump({'vocab_size': len(chars), 'itos': dict(enumerate(chars)),
-                     'stoi': {c: i for i, c in enumerate(chars)}}, f)
+    char_dataset(tmp_path, 'hello world, the chat. ' * 200)
     ok(python(['train.py', *TINY, f'--dataset={tmp_path}', f'--out_dir={tmp_path / "out"}',
                '--max_iters=1', '--eval_interval=1']))
     r = sample(f'--out_dir={tmp_path / "out"}', '--chat=True', '--start=hi')
@@ -376,22 +368,18 @@ def test_two_processes_train_as_one_with_uneven_targets(synthetic_chat, tmp_path
     assert first_loss and first_loss[0].split(',')[0] in two.stdout
 
 
-def test_a_step_weighs_each_micro_batch_by_its_targets():
-    # the weighting train.py uses, against the loss over one batch of all the rows
+def test_new_rows_start_as_the_mean_and_stay_tied():
     import torch
-    import torch.nn.functional as F
+
+    from model import GPT, GPTConfig
     torch.manual_seed(0)
-    logits, targets = torch.randn(2, 3, 8, 5), torch.randint(5, (2, 3, 8))
-    targets[0, :, 2:] = -1  # micro-batch 0: few targets
-    targets[1, 0, 1:] = -1
-    whole = F.cross_entropy(logits.reshape(-1, 5), targets.reshape(-1), ignore_index=-1)
-    counts = (targets != -1).flatten(1).sum(1).float()
-    weights = counts / counts.sum()
-    parts = [F.cross_entropy(logits[i].reshape(-1, 5), targets[i].reshape(-1), ignore_index=-1)
-             for i in range(2)]
-    assert torch.allclose(sum(w * p for w, p in zip(weights, parts)), whole)
-    # the plain mean of the micro-batches' means is not the step's loss
-    assert not torch.allclose((parts[0] + parts[1]) / 2, whole)
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=10))
+    old = model.transformer.wte.weight.detach().clone()
+    model.grow_vocab(12)
+    wte = model.transformer.wte.weight
+    assert wte is model.lm_head.weight and wte.shape == (12, 8)
+    assert torch.equal(wte[:10], old) and torch.allclose(wte[10:], old.mean(0).expand(2, -1))
+    assert model(torch.tensor([[11, 3]]))[0].shape == (1, 1, 12)
 
 
 def test_a_gpt2_model_grows_rows_for_the_markers(gpt2_chat, tmp_path):
@@ -482,18 +470,11 @@ def test_transformers_serve_answers_through_the_openai_client(trained_chat, tmp_
 
 
 def test_a_chat_checkpoint_and_a_plain_dataset_do_not_mix(trained_chat, synthetic_chat, tmp_path):
-    import pickle
     import shutil
 
+    from test_nothing_lost import char_dataset
     from test_train import TINY
-    text = 'hello world, the chat. ' * 200
-    chars = sorted(set(text))
-    ids = np.array([chars.index(c) for c in text], dtype=np.uint16)
-    ids[:4000].tofile(tmp_path / 'train.bin')
-    ids[4000:].tofile(tmp_path / 'val.bin')
-    with open(tmp_path / 'meta.pkl', 'wb') as f:
-        pickle.dump({'vocab_size': len(chars), 'itos': dict(enumerate(chars)),
-                     'stoi': {c: i for i, c in enumerate(chars)}}, f)
+    char_dataset(tmp_path, 'hello world, the chat. ' * 200)
     shutil.copytree(trained_chat[0], tmp_path / 'chat_run')
     for dataset, out, words in ((tmp_path, tmp_path / 'chat_run', 'a chat model'),
                                 (synthetic_chat, tmp_path / 'plain_run', 'a plain model')):

@@ -54,9 +54,15 @@ def read(path):
         return f.read()
 
 
-def start(args):
-    """train.py started in the background, its stdout line by line (PYTHONUNBUFFERED)."""
-    return python.start(['train.py', *args], env=dict(os.environ, PYTHONUNBUFFERED='1'))
+def interrupted(args, after):
+    """train.py with args, stopped by Ctrl-C (SIGINT) once it has printed a line starting with
+    after; what it returned, checked to be status 0."""
+    run = python.start(['train.py', *args], env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    run.wait_for(after)
+    os.kill(run.pid, signal.SIGINT)
+    r = run.wait(60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r
 
 
 def tiny_gpt2(path, vocab_size, n_positions=64, **config):
@@ -104,20 +110,8 @@ def test_an_export_into_the_run_folder_keeps_the_checkpoint(char_data, tmp_path)
 def test_a_stop_keeps_the_best_checkpoint_and_resumes_from_the_stop(char_data, tmp_path):
     # always_save_checkpoint=False: ckpt.pt is the best model. Ctrl-C after its save at iter 100
     # must leave it, and save the state of the stop beside it for a resume.
-    run = start(
-        tiny(
-            char_data,
-            tmp_path,
-            '--max_iters=100000',
-            '--eval_interval=100',
-            '--always_save_checkpoint=False',
-            '--n_embd=64',
-        )
-    )
-    run.wait_for('saved')
-    os.kill(run.pid, signal.SIGINT)
-    r = run.wait(60)
-    assert r.returncode == 0, r.stderr[-2000:]
+    interrupted(tiny(char_data, tmp_path, '--max_iters=100000', '--eval_interval=100',
+                     '--always_save_checkpoint=False', '--n_embd=64'), after='saved')
     best, last = (load_checkpoint(str(tmp_path / name)) for name in ('ckpt.pt', 'last.pt'))
     assert best['iter_num'] == 100 and last['iter_num'] > 100
     assert last['best_val_loss'] == best['best_val_loss']
@@ -145,13 +139,8 @@ def test_a_new_run_leaves_the_earlier_one_until_it_saves_and_never_destroys_one(
     ok(train(*tiny(char_data, tmp_path, *args)))
     first = {name: read(tmp_path / name) for name in ('ckpt.pt', 'metrics.jsonl')}
     # a new run stopped before its first evaluation: the folder as it was
-    run = start(
-        tiny(char_data, tmp_path, '--max_iters=100000', '--eval_interval=100000', '--seed=2')
-    )
-    run.wait_for('iter 2:')
-    os.kill(run.pid, signal.SIGINT)
-    r = run.wait(60)
-    assert r.returncode == 0, r.stderr[-2000:]
+    interrupted(tiny(char_data, tmp_path, '--max_iters=100000', '--eval_interval=100000',
+                     '--seed=2'), after='iter 2:')
     assert sorted(os.listdir(tmp_path)) == sorted(first)
     assert {name: read(tmp_path / name) for name in first} == first
     # two new runs that finish: each earlier one is set aside under its own name, none destroyed
@@ -173,22 +162,9 @@ def test_a_stop_after_the_first_evaluation_saves_the_new_run(char_data, tmp_path
     # run saves nothing at its evaluation; a stop after it saves the new run, the earlier set aside
     ok(train(*tiny(char_data, tmp_path, '--max_iters=2', '--eval_interval=2')))
     first = read(tmp_path / 'ckpt.pt')
-    run = start(
-        tiny(
-            char_data,
-            tmp_path,
-            '--max_iters=100000',
-            '--eval_interval=5',
-            '--seed=7',
-            '--always_save_checkpoint=False',
-            '--learning_rate=0',
-            '--decay_lr=False',
-        )
-    )
-    run.wait_for('eval iter 5')
-    os.kill(run.pid, signal.SIGINT)
-    r = run.wait(60)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = interrupted(tiny(char_data, tmp_path, '--max_iters=100000', '--eval_interval=5',
+                         '--seed=7', '--always_save_checkpoint=False', '--learning_rate=0',
+                         '--decay_lr=False'), after='eval iter 5')
     lines = r.stdout.splitlines()
     after_eval = lines[[i for i, line in enumerate(lines) if line.startswith('eval iter 5')][0] + 1]
     assert not after_eval.startswith('saved')  # (no better val loss: nothing saved there)
