@@ -51,7 +51,9 @@ class Conversation:
                              f"than the model's context of {block_size}: ask a shorter one")
         if self.cache is None:
             self.cache = KVCache(self.model.config)
-        answer, shown = [], ''
+        # answer: the tokens so far; pending: those not shown yet, held back while they end
+        # inside a character (a character can span tokens)
+        answer, pending = [], []
         stop = {tok.im_end, tok.eot}
         with torch.inference_mode():
             device = next(self.model.parameters()).device
@@ -69,15 +71,15 @@ class Conversation:
                 if self.ids[-1] in stop:
                     break
                 answer.append(self.ids[-1])
-                # the text so far, shown once its last character is whole
-                text = tok.decode(answer)
-                if not text.endswith('\ufffd'):
-                    yield text[len(shown):]
-                    shown = text
+                pending.append(self.ids[-1])
+                piece = tok.decode(pending)
+                if not piece.endswith('\ufffd'):
+                    yield piece
+                    pending = []
                 x = token
+        if pending:
+            yield tok.decode(pending)
         text = tok.decode(answer)
-        if text != shown:
-            yield text[len(shown):]
         # the turn ends as the template ends it, however the model ended it
         if self.ids[-1] in stop:
             self.ids.pop()

@@ -8,9 +8,11 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 import data
 from conftest import python
+from model import GPTConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHAT = os.path.join(ROOT, 'data', 'chat', 'prepare.py')
@@ -171,6 +173,32 @@ def test_parquet_files_and_folders_are_read_as_jsonl_is(gpt2_chat, tmp_path):
             assert open(tmp_path / 'ds' / name, 'rb').read() == open(gpt2_chat / name, 'rb').read()
 
 
+def test_a_hub_dataset_is_read_as_jsonl_is(gpt2_chat, tmp_path, monkeypatch, capsys):
+    # no network here: datasets.load_dataset hands back the rows, with the extra columns of
+    # HuggingFaceH4/no_robots, as the hub would; the script is run in this process
+    import runpy
+    import sys
+
+    import datasets
+    asked = []
+
+    def load_dataset(path, split):
+        asked.append((path, split))
+        rows = [{'prompt': c[-2]['content'], 'prompt_id': str(i), 'messages': c,
+                 'category': 'Chat'} for i, c in enumerate(CONVERSATIONS * 3)]
+        return datasets.Dataset.from_list(rows)
+
+    monkeypatch.setattr(datasets, 'load_dataset', load_dataset)
+    monkeypatch.setattr(sys, 'argv', [CHAT, '--source=HuggingFaceH4/no_robots', '--split=test',
+                                      f'--name={tmp_path / "ds"}', '--val_fraction=0.25'])
+    runpy.run_path(CHAT, run_name='__main__')
+    assert asked == [('HuggingFaceH4/no_robots', 'test')]
+    assert 'read 12 conversations' in capsys.readouterr().out
+    for split in ('train', 'val'):
+        for name in (f'{split}.bin', f'{split}_mask.bin', f'{split}_starts.bin'):
+            assert open(tmp_path / 'ds' / name, 'rb').read() == open(gpt2_chat / name, 'rb').read()
+
+
 def test_too_long_conversations_are_cut_after_an_answer_or_dropped(tmp_path):
     long_answer = [{'role': 'user', 'content': 'hi'},
                    {'role': 'assistant', 'content': 'word ' * 60}]
@@ -323,6 +351,60 @@ def test_two_turns_keep_the_first_in_context(trained_chat):
         prompt = tokenizer.render(turns[:3], add_generation_prompt=True)[0]
         first_token = model.generate(torch.tensor([prompt]), 1, temperature=0)[0, -1].item()
         assert first_token == talk.ids[len(prompt)]
+
+
+class Scripted(torch.nn.Module):
+    """A stand-in model that answers with the given tokens, one per forward, whatever it reads."""
+
+    def __init__(self, answer, vocab_size, block_size=256):
+        super().__init__()
+        self.config = GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=block_size,
+                                vocab_size=vocab_size)
+        self.answer, self.weight = list(answer), torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, cache=None):
+        logits = torch.zeros(1, x.size(1), self.config.vocab_size)
+        logits[0, -1, self.answer.pop(0)] = 1.0
+        cache.length += x.size(1)
+        return logits, None
+
+
+def test_an_answer_streams_whole_characters(gpt2_chat):
+    # characters of several bytes span GPT-2 tokens: each piece shown is whole text, and the
+    # pieces joined are the answer
+    from chat import Conversation
+    tok = data.ChatTokenizer.load(str(gpt2_chat))
+    text = '你好 👋 e\u0301 ok'
+    ids = tok.encode(text)
+    assert len(ids) > len(text.split())  # (some character spans tokens)
+    talk = Conversation(Scripted(ids + [tok.im_end], tok.vocab_size), tok)
+    pieces = list(talk.ask('hi', 50, temperature=0))
+    assert ''.join(pieces) == text and len(pieces) > 1
+    assert not any('\ufffd' in piece for piece in pieces), pieces
+
+
+def test_the_oldest_turns_go_when_the_history_outgrows_the_context(trained_chat):
+    # block_size 64: a few turns fill it; the oldest question and answer go, the system stays,
+    # and the answers stay right
+    questions = [f'qwert {key}?' for key in [*KEYS, *KEYS]]
+    r = sample(f'--out_dir={trained_chat[0]}', '--chat=True', '--max_new_tokens=8',
+               '--system=Answer with one word.', stdin='\n'.join(questions) + '\n')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines() == [*KEYS.values(), *KEYS.values()]
+    assert "dropped the oldest turn" in r.stderr
+    from chat import Conversation
+    from checkpoint import load_checkpoint
+    from model import GPT
+    ckpt = load_checkpoint(str(trained_chat[0] / 'ckpt.pt'))
+    model = GPT.from_checkpoint(ckpt).eval()
+    tokenizer = data.tokenizer_from_state(ckpt['tokenizer'])
+    talk = Conversation(model, tokenizer, system='Answer with one word.')
+    for question in questions:
+        list(talk.ask(question, 8, temperature=0))
+        assert len(talk.ids) <= model.config.block_size
+    system = [{'role': 'system', 'content': 'Answer with one word.'}]
+    assert len(talk.turns) < 2 * len(questions) and talk.turns[-2]['content'] == questions[-1]
+    assert talk.ids == tokenizer.render(system + talk.turns)[0]
 
 
 def test_chat_needs_a_chat_model(tmp_path):

@@ -79,6 +79,7 @@ def conversations(source):
     if not source:
         raise InputError("say which conversations to prepare: --source=chats.jsonl (or .parquet, "
                          "a folder of them, or a hub dataset id such as HuggingFaceH4/no_robots)")
+    source = os.path.expanduser(source)
     if os.path.isdir(source):
         files = sorted(os.path.join(folder, f) for folder, _, names in os.walk(source)
                        for f in names if f.endswith(LOCAL))
