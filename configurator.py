@@ -7,8 +7,10 @@ as plain, commented module-level globals and calls, once they are all defined:
 
 Then `python train.py config/train_shakespeare_char.py --batch_size=32 --compile=False` runs
 the config files in order (plain Python that assigns settings), then applies each --key=value
-(the value read as a Python literal, else taken as a string). `python train.py --help` lists
-every setting with its default.
+(the value read as a Python literal, else taken as a string). A key given twice is an error, but
+for a setting that holds a list (a default of []): each --key=value adds one item, as in
+`--input=a.txt --input=b.txt`. `python train.py --help` lists every setting with its default, and
+`python train.py config/FILE.py --help` with the values that config file gives.
 
 A misspelt key, a value of the wrong type or a missing config file stops the script with one line
 that says what is wrong, before anything runs. The checks live in parse(), which raises
@@ -31,11 +33,11 @@ class ConfigError(InputError):
 
 
 def settings_of(namespace):
-    """The settings of a script: its module-level globals of a plain type (None included), but
-    for constants, named in capitals (GPT2_VOCAB_SIZE, EOT: imported, not settings)."""
+    """The settings of a script: its module-level globals of a plain type (None included) or
+    lists, but for constants, named in capitals (GPT2_VOCAB_SIZE, EOT: imported, not settings)."""
     return {k: v for k, v in namespace.items()
             if not k.startswith('_') and not k.isupper()
-            and (v is None or isinstance(v, (bool, int, float, str)))}
+            and (v is None or isinstance(v, (bool, int, float, str, list)))}
 
 
 def nullable(namespace):
@@ -52,6 +54,12 @@ def check_type(key, value, default, takes_none=False):
         value = {'true': True, 'false': False, 'none': None}[value.lower()]
     if default is None or (value is None and takes_none):
         return value  # settings that default to None take any literal; the script checks them
+    if type(default) is list:
+        # a list of strings: one (a config file's input = 'a.txt') is a list of one
+        items = [value] if isinstance(value, str) else value
+        if not (isinstance(items, (list, tuple)) and all(isinstance(i, str) for i in items)):
+            raise ConfigError(f"--{key} expects text, one item per --{key}=..., got {value!r}")
+        return list(items)
     expected = type(default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)  # 1 where 1.0 is meant is fine
@@ -65,6 +73,7 @@ def parse(settings, argv, takes_none=()):
     """Apply config files and --key=value overrides in argv to a copy of settings; return it.
     takes_none: the settings that may also be None (see nullable)."""
     defaults, settings = settings, dict(settings)  # types are checked against the script's defaults
+    given = {}  # --key=value given so far: key -> the argument
     for arg in argv:
         if not arg.startswith('--'):  # a config file
             try:
@@ -88,6 +97,15 @@ def parse(settings, argv, takes_none=()):
             if not sep:
                 raise ConfigError(f"{arg} has no value: write --{key}=VALUE")
             _known(key, settings, arg)
+            if type(defaults[key]) is list:
+                # each --key=value adds one item, taken as it is written (a path, a name)
+                items = settings[key] if key in given else []
+                settings[key] = items + [text]
+                given[key] = arg
+                continue
+            if key in given:
+                raise ConfigError(f"{given[key]} and {arg}: --{key} given twice; give it once")
+            given[key] = arg
             try:
                 value = ast.literal_eval(text)
             except (ValueError, SyntaxError):
@@ -104,8 +122,9 @@ def _known(key, settings, where):
     return key
 
 
-def help_text(namespace, settings):
-    """One line per setting: name, default and the comment that follows it in the script."""
+def help_text(namespace, settings, defaults=None):
+    """One line per setting: name, value and the comment that follows it in the script; where
+    config files changed the value (settings differ from defaults), the default too."""
     comments = {}
     try:
         with open(namespace['__file__']) as f:
@@ -119,7 +138,10 @@ def help_text(namespace, settings):
     script = namespace.get('__file__', 'script.py')
     lines = [f"usage: python {script} [config/FILE.py ...] [--key=value ...]", ""]
     for k, v in settings.items():
-        lines.append(f"  --{k:<{width}} = {v!r:<20} {comments.get(k, '')}".rstrip())
+        comment = comments.get(k, '')
+        if defaults is not None and (v != defaults[k] or type(v) is not type(defaults[k])):
+            comment = f"(default {defaults[k]!r}) {comment}"
+        lines.append(f"  --{k:<{width}} = {v!r:<20} {comment}".rstrip())
     return "\n".join(lines)
 
 
@@ -130,13 +152,16 @@ def configure(namespace, argv=None, log=None):
     report_errors()
     argv = sys.argv[1:] if argv is None else argv
     settings = settings_of(namespace)
-    if '-h' in argv or '--help' in argv:
-        print(help_text(namespace, settings))
-        sys.exit(0)
+    asks_help = '-h' in argv or '--help' in argv
     try:
-        new = parse(settings, argv, nullable(namespace))
+        # (with --help: the values that the config files and flags before it give)
+        new = parse(settings, [a for a in argv if a not in ('-h', '--help')],
+                    nullable(namespace))
     except ConfigError as e:
         sys.exit(f"error: {e}")
+    if asks_help:
+        print(help_text(namespace, new, settings))
+        sys.exit(0)
     if os.environ.get('RANK', '0') == '0':  # under torchrun, one process says it
         for key, value in new.items():
             if value != settings[key] or type(value) is not type(settings[key]):

@@ -345,6 +345,9 @@ class GPT(nn.Module):
         check_gpt2_name(name_or_path)
         # lazy: only needed here
         from transformers import GPT2LMHeadModel
+        from transformers.utils import logging
+        # (its "Loading weights" bar would sit in the middle of a training log)
+        logging.disable_progress_bar()
         try:
             hf = GPT2LMHeadModel.from_pretrained(name_or_path)
         except OSError as e:
@@ -359,9 +362,6 @@ class GPT(nn.Module):
         bias = any(v.any() for k, v in sd_hf.items() if k.endswith('.bias'))
         if not bias:
             sd_hf = {k: v for k, v in sd_hf.items() if not k.endswith('.bias')}
-        no_bias = '' if bias else ', every bias zero (bias=False)'
-        print(f"loading weights of {name_or_path}: {c.n_layer} layers, {c.n_head} heads, "
-              f"{c.n_embd} wide, context {c.n_positions}, vocab {c.vocab_size}{no_bias}")
         config = GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer,
                            n_head=c.n_head, n_embd=c.n_embd, bias=bias,
                            dropout=override_args.get('dropout', 0.0))

@@ -79,10 +79,15 @@ if init_from == 'resume':
     model = GPT.from_checkpoint(checkpoint)
     dataset = checkpoint.get('config', {}).get('dataset')
     saved_tokenizer = checkpoint.get('tokenizer')  # (absent in nanoGPT's checkpoints)
+    loaded = f"loaded {os.path.join(out_dir, 'ckpt.pt')}: iter {checkpoint.get('iter_num', '?')}"
+    best = checkpoint.get('best_val_loss')
+    if isinstance(best, (float, int, torch.Tensor)):
+        loaded += f", best val loss {float(best):.4f}"
     del checkpoint  # the optimizer state (twice the weights with AdamW) is not needed to sample
 else:
     model = GPT.from_pretrained(init_from)
     dataset = None
+    loaded = f"loaded {init_from} (GPT-2's format)"
 # the tokenizer the model was trained with: the one its checkpoint holds, else its dataset's
 # meta.pkl or tokenizer.json, an exported directory's tokenizer.json, else GPT-2's BPE
 if dataset is None and os.path.isfile(os.path.join(init_from, 'tokenizer.json')):
@@ -93,6 +98,11 @@ if saved_tokenizer is not None:
                      "the checkpoint is damaged; train again")
 else:
     tokenizer = data.load_tokenizer(dataset, model_vocab_size=model.config.vocab_size)
+c = model.config
+# said on stderr once the inputs are checked: stdout holds the samples (or answers) alone
+loaded += (f", {model.get_num_params() / 1e6:.2f}M parameters ({c.n_layer} layers, "
+           f"{c.n_embd} wide, context {c.block_size}); tokens: "
+           f"{tokenizer.describe(None if saved_tokenizer is not None else dataset)}")
 if export_hf:
     # float32 unless a half precision is asked for explicitly
     # ('auto' picks for sampling, not for a file)
@@ -113,6 +123,7 @@ if chat:
         raise InputError("--chat=True needs a chat model, one finetuned on a dataset of "
                          "data/chat/prepare.py (its checkpoint holds the chat markers)")
     conversation = Conversation(model, tokenizer, system)
+    print(loaded, file=sys.stderr)
     generator = torch.Generator(device).manual_seed(seed)
     # one question from --start, or one per line of standard input until an empty one
     questions = [start] if start != '\n' else (line.rstrip('\n') for line in sys.stdin)
@@ -144,6 +155,7 @@ if len(start_ids) > block_size:
           f"{block_size}: keeping its last {block_size}")
     start_ids = start_ids[-block_size:]
 x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]  # (1, T)
+print(loaded, file=sys.stderr)
 
 # All samples in one batch (or batches of max_batch): one token for each sample reads the weights
 # once, as one token for one sample does. Every row draws its own tokens.

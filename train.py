@@ -23,7 +23,9 @@ written atomically, and SIGTERM or Ctrl-C finishes the current step, saves and e
 import json
 import math
 import os
+import shlex
 import signal
+import sys
 import time
 from contextlib import nullcontext
 
@@ -132,6 +134,8 @@ fsdp = False  # instead of a whole copy in each (DDP)
 seed = 1337  # for weights, dropout and data order
 # -----------------------------------------------------------------------------
 config = configure(globals())
+# each log line shows up when printed, also in a log file (python train.py > log) or a pipe
+sys.stdout.reconfigure(line_buffering=True)
 
 
 def check_settings():
@@ -200,7 +204,12 @@ device, device_type, ptdtype, ctx = setup_device(device, dtype, local_rank if dd
 check_settings()
 micro_steps = gradient_accumulation_steps // world_size  # per process
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
-if master:
+if master and eval_only:
+    eval_tokens = world_size * eval_iters * batch_size * block_size
+    print(f"{world_size} process(es) on {device}, {str(ptdtype).removeprefix('torch.')}; "
+          f"evaluating {world_size} x {eval_iters} batches x {batch_size} x {block_size} = "
+          f"{eval_tokens:,} tokens of each split")
+elif master:
     print(f"{world_size} process(es) on {device}, {str(ptdtype).removeprefix('torch.')}; "
           f"tokens per iteration: {gradient_accumulation_steps} micro-steps x {batch_size} x "
           f"{block_size} = {tokens_per_iter:,}")
@@ -330,8 +339,8 @@ torch.manual_seed(seed + rank)
 if master:
     # (with LoRA: its updates alone)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, {trained:,} of them trained, "
-          f"{model_args}")
+    trained = '' if eval_only else f", {trained:,} of them trained"
+    print(f"model: {model.get_num_params() / 1e6:.2f}M parameters{trained}, {model_args}")
 
 # fp16 needs loss scaling
 scaler = torch.amp.GradScaler(device_type, enabled=(ptdtype == torch.float16))
@@ -741,8 +750,10 @@ while True:
                 flops = f"mfu {mfu * 100:.1f}%"
             speed = f"{dt * 1000:.1f} ms, {tokens_per_iter / dt:,.0f} tok/s, {flops}"
             stats.update(ms=dt * 1000, tokens_per_s=tokens_per_iter / dt, mfu=mfu)
+        speed += f", {iter_num}/{max_iters}"
+        if iters_since_log > 0:
             # (from the measured step time; evaluations come on top)
-            speed += f", {iter_num}/{max_iters}, {duration((max_iters - iter_num) * dt)} left"
+            speed += f", {duration((max_iters - iter_num) * dt)} left"
         print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, norm {grad_normf:.2f}, {speed}")
         log_metrics(stats)
         if wandb_log:
@@ -774,7 +785,7 @@ if master and ckpt_path in saved_at and not eval_only:
     if val is not None:
         what = f"val loss {val:.4f}, {what}"
     print(f"{ckpt_path} holds iter {held} ({what}); sample from it: "
-          f"python sample.py --out_dir={out_dir}")
+          f"python sample.py --out_dir={shlex.quote(out_dir)}")
     if last_path in saved_at:
         print(f"{last_path} holds iter {saved_at[last_path][0]}, where the run stopped: "
               "--init_from=resume continues from there")

@@ -9,6 +9,7 @@ print(len(s['train']))"
 
 import contextlib
 import json
+import math
 import os
 import pickle
 
@@ -108,9 +109,11 @@ def open_dataset(name, block_size):
         # a chat dataset: windows start at conversations, its targets are the answers alone
         splits[split] = ChatTokens(file) if chat else Tokens(file)
         if not chat and len(splits[split]) <= block_size:
-            raise InputError(f"{file} holds {len(splits[split])} tokens, "
-                             f"not more than block_size={block_size}: "
-                             f"use a smaller --block_size or more data")
+            n = len(splits[split])
+            fits = f"--block_size={2 ** int(math.log2(n - 1))}, " if n > 2 else ''
+            raise InputError(f"{file} holds {n} tokens, not more than block_size={block_size}: "
+                             f"use a smaller block ({fits}under {n}), or prepare more text "
+                             f"(or, for val.bin, a larger --val_fraction)")
     return splits
 
 
@@ -255,15 +258,30 @@ def gpt2_encoding():
                          f"or set TIKTOKEN_CACHE_DIR to a folder that already holds it")
 
 
-def check_splits(train_ids, val_ids, min_split_tokens, val_fraction):
-    """Print the token counts; stop if either split is too short to train or evaluate on."""
+def check_splits(train_ids, val_ids, min_split_tokens, val_fraction, more_tokens=''):
+    """Print the token counts; stop if either split is too short to train or evaluate on, naming
+    each way out with numbers that would do. more_tokens: one more way, where the tokenizer has
+    one (a smaller BPE gives more tokens from the same text)."""
     print(f"train has {len(train_ids):,} tokens")
     print(f"val has {len(val_ids):,} tokens")
+    total, m = len(train_ids) + len(val_ids), min_split_tokens
     for name, ids in (('train', train_ids), ('val', val_ids)):
-        if len(ids) < min_split_tokens:
-            raise InputError(f"the {name} split would hold only {len(ids):,} tokens "
-                             f"(min_split_tokens={min_split_tokens}): "
-                             f"use a longer text, or change --val_fraction (now {val_fraction})")
+        if len(ids) >= m:
+            continue
+        ways = [f"a longer text (at least {math.ceil(m / min(val_fraction, 1 - val_fraction)):,} "
+                f"tokens in all, now {total:,})"]
+        if total >= 2 * m + 2:
+            # the smallest share of val that gives both splits m tokens, in hundredths
+            share = math.ceil(100 * (m + 1) / total) / 100
+            if total - int(total * (1 - share)) >= m and int(total * (1 - share)) >= m:
+                ways.append(f"--val_fraction={share} (now {val_fraction})")
+        if more_tokens:
+            ways.append(more_tokens)
+        if len(ids) > 16:
+            ways.append(f"--min_split_tokens={len(ids)} (then train with a --block_size under "
+                        f"the val split's length)")
+        raise InputError(f"the {name} split would hold only {len(ids):,} tokens "
+                         f"(min_split_tokens={m}): use " + ", or ".join(ways))
 
 
 # A dataset's own vocabulary, beside its .bin files: whichever is there is what the tokens mean.

@@ -59,6 +59,24 @@ def shakespeare_txt():
     pytest.skip(message)
 
 
+# settings that take several values, one item per --key=value
+LIST_SETTINGS = ('--input=',)
+
+
+def later_wins(args):
+    """args with each repeated --key=value but the last left out. The tests build a command from
+    a base list and overrides (*TINY, '--max_iters=2'); the scripts refuse a key given twice."""
+    kept, seen = [], set()
+    for arg in reversed(args):
+        key = arg.split('=', 1)[0] + '=' if arg.startswith('--') and '=' in arg else None
+        if key and not key.startswith(LIST_SETTINGS):
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(arg)
+    return kept[::-1]
+
+
 class ForkServer:
     """python(args) for the tests: what subprocess.run([sys.executable, *args], capture_output=True,
     text=True) returns, from a child of tests/forkserver.py (which has torch imported already).
@@ -69,7 +87,7 @@ class ForkServer:
         self.server = self.child = None  # the server process; the run it is running
 
     def __call__(self, args, cwd=ROOT, env=None, timeout=300, nproc=None):
-        args = [str(a) for a in args]
+        args = later_wins([str(a) for a in args])
         if args[0] == '-m':
             return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
                                   text=True, timeout=timeout)
@@ -92,7 +110,7 @@ class ForkServer:
                 pass
             self.child.wait()
         folder = tempfile.mkdtemp(prefix='forkserver-')
-        request = dict(argv=[str(a) for a in args], cwd=str(cwd),
+        request = dict(argv=later_wins([str(a) for a in args]), cwd=str(cwd),
                        env=dict(env if env is not None else os.environ),
                        out=os.path.join(folder, 'out'), err=os.path.join(folder, 'err'),
                        nproc=nproc)

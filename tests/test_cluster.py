@@ -93,8 +93,11 @@ def test_torchrun_agent_and_workers_all_signalled_save_once(char_data, tmp_path)
     out, err = proc.communicate(timeout=60)
     assert 'Traceback' not in out and 'KeyboardInterrupt' not in err, err[-3000:]
     assert '[rank' not in err, err[-3000:]
-    last = logged_iters(first + out)[-1]
-    assert 'SIGTERM received: saving at iter' in out and out.count('saved') == 1
+    # one process prints: each progress line once, the stop and the save once
+    logged = logged_iters(first + out)
+    assert len(logged) == len(set(logged)) and ', 1/' in first, first + out[-2000:]
+    last = logged[-1]
+    assert out.count('SIGTERM received: saving at iter') == 1 and out.count('saved') == 1
     assert load_checkpoint(os.path.join(tmp_path, 'ckpt.pt'))['iter_num'] == last
 
 
@@ -103,6 +106,7 @@ def test_a_process_failing_at_start_stops_the_run_under_torchrun(char_data, tmp_
     driver = tmp_path / 'rank1_without_data.py'
     driver.write_text(f"import os, runpy, sys\nsys.path.insert(0, {ROOT!r})\n"
                       "if os.environ['RANK'] == '1':\n"
+                      "    sys.argv = [a for a in sys.argv if not a.startswith('--dataset=')]\n"
                       "    sys.argv.append('--dataset=/no/such/folder')\n"
                       f"runpy.run_path({os.path.join(ROOT, 'train.py')!r}, run_name='__main__')\n")
     t0 = time.time()

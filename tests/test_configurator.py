@@ -171,3 +171,31 @@ def test_script_errors_are_one_line_without_traceback(script, args):
 def test_script_override(script):
     r = run(script, '--learning_rate=1')
     assert r.returncode == 0 and 'RESULT 12 1.0' in r.stdout
+
+
+def test_a_key_given_twice_is_refused_and_a_list_setting_takes_each():
+    with pytest.raises(ConfigError, match='--batch_size given twice'):
+        parse(SETTINGS, ['--batch_size=32', '--batch_size=64'])
+    settings = dict(SETTINGS, input=[])
+    s = parse(settings, ['--input=a.txt', '--batch_size=8', '--input=1.txt', '--input=b c.txt'])
+    # each item as written (1.txt and a name with a space stay text)
+    assert s['input'] == ['a.txt', '1.txt', 'b c.txt'] and settings['input'] == []
+    # a config file may give one path or a list; the command line then starts a list of its own
+    s = parse(settings, ['--input=x.txt'])
+    assert s['input'] == ['x.txt']
+    from configurator import check_type
+    assert check_type('input', 'one.txt', []) == ['one.txt']
+    with pytest.raises(ConfigError, match='--input expects text'):
+        check_type('input', [1], [])
+
+
+def test_help_after_a_config_file_shows_its_values(tmp_path):
+    config = tmp_path / 'c.py'
+    config.write_text('batch_size = 4\n')
+    r = python([os.path.join(ROOT, 'train.py'), str(config), '--max_iters=7', '--help'])
+    assert r.returncode == 0, r.stderr
+    lines = {line.split()[0]: line for line in r.stdout.splitlines() if line.startswith('  --')}
+    assert lines['--batch_size'].split()[2] == '4' and '(default 12)' in lines['--batch_size']
+    assert lines['--max_iters'].split()[2] == '7'
+    assert lines['--learning_rate'].split()[2] == '0.0006'
+    assert '(default' not in lines['--learning_rate']

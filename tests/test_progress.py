@@ -22,6 +22,15 @@ def test_the_log_says_how_far_and_the_end_what_ckpt_pt_holds(char_data, tmp_path
     from checkpoint import load_checkpoint
     held = load_checkpoint(str(tmp_path / 'ckpt.pt'))['iter_num']
     assert f"holds iter {held} (" in end
+    # and the command runs as printed; sample.py says on stderr what it loaded, stdout holds
+    # the samples alone
+    import shlex
+    command = shlex.split(end.split('sample from it: ')[1])
+    assert command[:2] == ['python', 'sample.py']
+    r = python(command[1:])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"loaded {tmp_path}/ckpt.pt: iter {held}, best val loss " in r.stderr
+    assert 'loaded' not in r.stdout and r.stdout.count('---------------') == 10
 
 
 def test_help_lists_settings_not_constants():
@@ -29,3 +38,103 @@ def test_help_lists_settings_not_constants():
         r = python([os.path.join(ROOT, script), '--help'])
         assert r.returncode == 0 and ('--out_dir' in r.stdout or '--input' in r.stdout)
         assert f'--{constant}' not in r.stdout
+
+
+# ------------------------------------------------------------- the "next" commands run as printed
+
+def repo_copy(tmp_path):
+    """The scripts and configs, copied: a printed command runs in there as a user would run it
+    in a checkout (from its root), and whatever it writes stays in tmp_path."""
+    import shutil
+    root = tmp_path / 'repo'
+    shutil.copytree(ROOT, root, ignore=shutil.ignore_patterns(
+        '.git', '__pycache__', 'out*', 'tests', '*.bin', '*.npz', '*.pkl', '*.jsonl', '*.txt',
+        'tokenizer.json', 'chat.json'))
+    return root
+
+
+def hint(stdout, start):
+    """The command of the one line of stdout that starts with start (text, then ': python ...')."""
+    import shlex
+    lines = [line for line in stdout.splitlines() if line.startswith(start)]
+    assert len(lines) == 1, stdout
+    return shlex.split(lines[0].split(': ', 1)[1])
+
+
+def run_as_printed(command, cwd, until=None, env=None):
+    """Run command (its first word python) in cwd; with until, stop it (Ctrl-C) once a line of
+    its output starts with until. Returns (returncode, output)."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    assert command[0] == 'python', command
+    p = subprocess.Popen([sys.executable, *command[1:]], cwd=cwd, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=dict(os.environ, **(env or {})))
+    # (a line held in a buffer would never come: the run is killed, and the test fails)
+    watchdog = threading.Timer(90, p.kill)
+    watchdog.start()
+    lines = []
+    for line in p.stdout:
+        lines.append(line)
+        if until and line.startswith(until):
+            p.send_signal(signal.SIGINT)
+            break
+    output = ''.join(lines) + p.stdout.read()
+    p.wait()
+    watchdog.cancel()
+    assert p.returncode != -signal.SIGKILL, f"{command} never printed {until!r}: {output[-2000:]}"
+    return p.returncode, output
+
+
+def test_prepared_text_trains_with_the_command_printed(tmp_path, shakespeare_txt):
+    repo = repo_copy(tmp_path)
+    text = open(shakespeare_txt).read()
+    (tmp_path / 'a.txt').write_text(text[:3000])
+    (tmp_path / 'b.txt').write_text(text[3000:5000])
+    prepare = ['python', 'data/text/prepare.py', f'--input={tmp_path / "a.txt"}',
+               f'--input={tmp_path / "b.txt"}', '--name=notes']
+    rc, out = run_as_printed(prepare, repo)
+    # both files read, in the order given
+    assert rc == 0 and 'read 2 file(s), 5,000 characters' in out, out
+    import numpy as np
+    ids = np.concatenate([np.fromfile(repo / 'data' / 'notes' / f'{s}.bin', dtype=np.uint16)
+                          for s in ('train', 'val')])
+    assert len(ids) == 5002  # the two texts and the blank line between them
+    rc, out = run_as_printed(hint(out, 'train a small model'), repo, until='eval iter 0:')
+    assert 'eval iter 0:' in out and 'error' not in out, out
+    # a val split shorter than the config's block_size: the command says a block that fits
+    rc, out = run_as_printed([*prepare[:-1], '--name=short', '--min_split_tokens=40',
+                              '--val_fraction=0.01'], repo)
+    assert rc == 0 and '--block_size=32' in out, out
+    rc, out = run_as_printed(hint(out, 'train a small model'), repo, until='eval iter 0:')
+    assert 'eval iter 0:' in out and 'error' not in out, out
+
+
+def test_a_text_too_short_for_its_bpe_names_a_vocab_size_that_works(tmp_path, shakespeare_txt):
+    import re
+    repo = repo_copy(tmp_path)
+    (tmp_path / 'a.txt').write_text(open(shakespeare_txt).read()[:9000])
+    prepare = ['python', 'data/text/prepare.py', f'--input={tmp_path / "a.txt"}', '--name=bpe',
+               '--tokenizer=bpe', '--vocab_size=4096']
+    rc, out = run_as_printed(prepare, repo)
+    assert rc != 0 and 'fewer than --vocab_size=4096 asked' in out, out
+    error = out.strip().splitlines()[-1]
+    assert error.startswith('error: the val split would hold only'), out
+    # each way out it names, with its number, works as written
+    ways = re.findall(r'(--(?:vocab_size|val_fraction|min_split_tokens)=[\d.]+)', error)
+    assert len(ways) == 3, error
+    for way in ways:
+        key = way.split('=')[0] + '='
+        rc, out = run_as_printed([a for a in prepare if not a.startswith(key)] + [way], repo)
+        assert rc == 0 and 'wrote train.bin' in out, (way, out)
+
+
+def test_the_chat_demo_commands_run_as_printed(tmp_path):
+    repo = repo_copy(tmp_path)
+    rc, out = run_as_printed(['python', 'data/chat/demo.py'], repo)
+    assert rc == 0, out
+    rc, out = run_as_printed(hint(out, 'next, make tokens'), repo)
+    assert rc == 0, out
+    rc, out = run_as_printed(hint(out, 'train a small chat model'), repo, until='eval iter 0:')
+    assert 'eval iter 0:' in out and 'error' not in out, out

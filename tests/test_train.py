@@ -16,7 +16,7 @@ import torch
 
 from checkpoint import load_checkpoint, save_checkpoint
 from configurator import parse, settings_of
-from conftest import python
+from conftest import later_wins, python
 from errors import InputError
 from muon import configure_muon
 
@@ -55,7 +55,7 @@ def torchrun(*args, nproc=2, timeout=180):
 
 
 def tiny(char_data, out, *args):
-    return [*TINY, f'--dataset={char_data}', f'--out_dir={out}', *args]
+    return later_wins([*TINY, f'--dataset={char_data}', f'--out_dir={out}', *args])
 
 
 def ok(r):

@@ -52,6 +52,9 @@ with open(path, 'w', encoding='utf-8') as f:
     for row in rows:
         f.write(json.dumps(row) + '\n')
 print(f"wrote {len(rows):,} conversations to {path}")
+print("next, make tokens of them: python data/chat/prepare.py --source=data/chat/demo.jsonl "
+      "--name=chat_demo --tokenizer=bpe --vocab_size=1024 --max_tokens=128")
 
 # python data/chat/demo.py
 # wrote 3,000 conversations to .../data/chat/demo.jsonl
+# next, make tokens of them: python data/chat/prepare.py --source=data/chat/demo.jsonl ...

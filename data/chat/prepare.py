@@ -19,12 +19,13 @@ ordinary text). Writes data/<name>/ (a path when the name has a slash):
 Whole conversations go to train or val. One too long for max_tokens is cut after its last whole
 assistant turn that fits, or dropped when not even the first answer fits. A tiny CPU example:
 
-    python data/chat/prepare.py --source=my_chats.jsonl --name=mychat
-    python train.py config/finetune_chat_cpu.py --dataset=mychat
+    python data/chat/prepare.py --source=my_chats.jsonl --name=mychat --tokenizer=bpe
+    python train.py config/finetune_chat_cpu.py --dataset=mychat --out_dir=out-mychat
 """
 
 import json
 import os
+import shlex
 import sys
 
 import numpy as np
@@ -168,3 +169,10 @@ name = name or os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
 out_dir = data.dataset_dir(name)
 data.write_files(out_dir, outputs)
 print(f"wrote {', '.join(outputs)} to {out_dir}")
+run = shlex.quote('out-' + os.path.basename(os.path.normpath(name)))
+if tokenizer == 'gpt2':
+    print("finetune GPT-2 (124M) on it, on a GPU: python train.py config/finetune_chat_gpt2.py "
+          f"--dataset={shlex.quote(name)} --out_dir={run}")
+else:
+    print("train a small chat model on it (minutes on a CPU): python train.py "
+          f"config/finetune_chat_cpu.py --dataset={shlex.quote(name)} --out_dir={run}")

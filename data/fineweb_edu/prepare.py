@@ -28,7 +28,9 @@ import sys
 here = os.path.dirname(os.path.abspath(__file__))
 defaults = ['--source=HuggingFaceFW/fineweb-edu', '--subset=sample-10BT', f'--out_dir={here}',
             '--val_fraction=0.001']  # ~9,700 of the 9.7M documents, ~10M tokens held out
-sys.argv[1:1] = defaults  # the command line's own --key=value come after these and win
+# the command line's own --key=value win (a key given twice is refused)
+given = {arg.split('=', 1)[0] for arg in sys.argv[1:]}
+sys.argv[1:1] = [arg for arg in defaults if arg.split('=', 1)[0] not in given]
 runpy.run_path(os.path.join(here, '..', 'openwebtext', 'prepare.py'), run_name='__main__')
 
 # The tiny example, on 12 documents (the timing varies):

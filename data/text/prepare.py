@@ -14,11 +14,12 @@ Three tokenizers:
            not English, where GPT-2's BPE spends many tokens per character (README)
 
 The first 90% of the tokens are the training split, the last 10% the validation split. A folder
-means every .txt file under it, in sorted path order. A tiny CPU example, then training on it:
+means every .txt file under it, in sorted path order; --input given several times reads each, in
+the order given. A tiny CPU example, then training on it:
 
     python data/text/prepare.py --input=data/shakespeare_char/input.txt --name=mydata \
         --tokenizer=char
-    python train.py --dataset=mydata --device=cpu
+    python train.py config/train_shakespeare_char_cpu.py --dataset=mydata --out_dir=out-mydata
     python data/text/prepare.py --input=data/shakespeare_char/input.txt --name=mybpe \
         --tokenizer=bpe --vocab_size=1024
 
@@ -30,6 +31,7 @@ import itertools
 import os
 import pickle
 import re
+import shlex
 import sys
 import time
 
@@ -39,7 +41,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
 # -----------------------------------------------------------------------------
-input = ''  # a .txt file, or a folder of them (UTF-8)
+input = []  # a .txt file or a folder of them (UTF-8); several: --input=a.txt --input=b.txt
 name = ''  # the dataset: data/<name>/ (default: the input's name without .txt), or a path with a /
 tokenizer = 'char'  # char (the text's characters), gpt2 (to finetune GPT-2) or bpe (trained here)
 vocab_size = 8192  # with tokenizer=bpe: its tokens, 257 to 65,536 (a multiple of 64 runs fastest)
@@ -62,9 +64,7 @@ if not 0 < val_fraction < 1:
     raise SystemExit(f"error: --val_fraction={val_fraction} must lie between 0 and 1 (e.g. 0.1)")
 
 def text_files(path):
-    if not path:
-        raise SystemExit("error: say which text to prepare: "
-                         "--input=path/to/file.txt (or a folder of .txt files)")
+    path = os.path.expanduser(path)
     if os.path.isdir(path):
         files = sorted(os.path.join(folder, f)
                        for folder, _, names in os.walk(path) for f in names
@@ -80,11 +80,15 @@ def text_files(path):
 
 if tokenizer not in ('char', 'gpt2', 'bpe'):
     raise SystemExit(f"error: unknown tokenizer {tokenizer!r}: use --tokenizer=char, gpt2 or bpe")
-files = text_files(input)
+if not input:
+    raise SystemExit("error: say which text to prepare: "
+                     "--input=path/to/file.txt (or a folder of .txt files)")
+files = [f for path in input for f in text_files(path)]
 documents = [read_text(f) for f in files]
 num_chars = sum(len(d) for d in documents)
 if num_chars == 0:
-    raise SystemExit(f"error: {input} is empty; give --input a file or folder with text in it")
+    raise SystemExit(f"error: {' and '.join(input)} {'is' if len(input) == 1 else 'are'} "
+                     "empty; give --input a file or folder with text in it")
 print(f"read {len(files):,} file(s), {num_chars:,} characters")
 
 outputs = {}  # besides train.bin and val.bin: meta.pkl or tokenizer.json
@@ -114,21 +118,27 @@ elif tokenizer == 'bpe':
             yield text[start:end]
             start = end
 
+    def tokenize_bpe(size):
+        """(a BPE of size tokens trained on the documents, their ids, <|endoftext|> after each)"""
+        bpe = train_bpe((piece for document in documents for piece in pieces(document)), size)
+        eot = bpe.token_to_id(EOT)
+        bpe.encode_special_tokens = True  # text is text: a "<|endoftext|>" in it is not the EOT
+        ids = []
+        for document in documents:
+            parts = pieces(document)
+            while batch := list(itertools.islice(parts, 4)):  # 4 pieces at once, in parallel
+                ids.extend(np.array(e.ids, dtype=np.uint16) for e in bpe.encode_batch(batch))
+            ids.append(np.array([eot], dtype=np.uint16))  # after every document
+        return bpe, np.concatenate(ids)
+
     t0 = time.time()
-    bpe = train_bpe((piece for document in documents for piece in pieces(document)), vocab_size)
-    eot = bpe.token_to_id(EOT)
-    bpe.encode_special_tokens = True  # text is text: a "<|endoftext|>" in it is not the separator
-    print(f"trained a BPE of {bpe.get_vocab_size():,} tokens in {time.time() - t0:.1f} s")
-    ids = []
-    for document in documents:
-        parts = pieces(document)
-        while batch := list(itertools.islice(parts, 4)):  # 4 pieces at a time, encoded in parallel
-            ids.extend(np.array(e.ids, dtype=np.uint16) for e in bpe.encode_batch(batch))
-        ids.append(np.array([eot], dtype=np.uint16))  # after every document
-    ids = np.concatenate(ids)
+    bpe, ids = tokenize_bpe(vocab_size)
+    print(f"trained a BPE of {bpe.get_vocab_size():,} tokens and tokenized the text in "
+          f"{time.time() - t0:.1f} s: {num_chars / len(ids):.2f} characters per token")
+    if bpe.get_vocab_size() < vocab_size:
+        print(f"note: fewer than --vocab_size={vocab_size} asked: no pair of tokens in this text "
+              f"was left to merge (a small text makes a small BPE, which is fine)")
     outputs['tokenizer.json'] = bpe.to_str().encode('utf-8')
-    print(f"tokenized in {time.time() - t0:.1f} s in all: "
-          f"{num_chars / len(ids):.2f} characters per token")
 else:
     enc = gpt2_encoding()
     ids = []
@@ -140,14 +150,30 @@ else:
 
 split = int(len(ids) * (1 - val_fraction))
 train_ids, val_ids = ids[:split], ids[split:]
-check_splits(train_ids, val_ids, min_split_tokens, val_fraction)
+smaller_bpe = ''
+if tokenizer == 'bpe' and min(len(train_ids), len(val_ids)) < min_split_tokens:
+    # a BPE with fewer merges makes more, shorter tokens of the same text: find one that is enough
+    # (a short text trains in moments)
+    size = min(vocab_size, bpe.get_vocab_size())
+    while size > 257:
+        size = max(257, size // 2)
+        n = len(tokenize_bpe(size)[1])
+        if min(int(n * (1 - val_fraction)), n - int(n * (1 - val_fraction))) >= min_split_tokens:
+            smaller_bpe = f"--vocab_size={size} (now {vocab_size})"
+            break
+check_splits(train_ids, val_ids, min_split_tokens, val_fraction, smaller_bpe)
 
-name = name or os.path.splitext(os.path.basename(os.path.normpath(input)))[0]
+name = name or os.path.splitext(os.path.basename(os.path.normpath(input[0])))[0]
 out_dir = dataset_dir(name)
 outputs = {'train.bin': train_ids.tobytes(), 'val.bin': val_ids.tobytes(), **outputs}
 write_files(out_dir, outputs)  # (and removes a meta.pkl or tokenizer.json of an earlier tokenizer)
 print(f"wrote {', '.join(outputs)} to {out_dir}")
-print(f"train on it with: python train.py --dataset={name}")
+# a small model, sized for a CPU; its block_size of 64 must be under the val split's length
+run = os.path.basename(os.path.normpath(name))
+block = '' if len(val_ids) > 64 else f" --block_size={2 ** int(np.log2(len(val_ids) - 1))}"
+print("train a small model on it (a few minutes on a CPU): python train.py "
+      f"config/train_shakespeare_char_cpu.py --dataset={shlex.quote(name)} "
+      f"--out_dir={shlex.quote('out-' + run)}{block}")
 
 # python data/text/prepare.py --input=data/shakespeare_char/input.txt --name=mydata --tokenizer=char
 # read 1 file(s), 1,115,394 characters
@@ -155,4 +181,5 @@ print(f"train on it with: python train.py --dataset={name}")
 # train has 1,003,854 tokens
 # val has 111,540 tokens
 # wrote train.bin, val.bin, meta.pkl to .../data/mydata
-# train on it with: python train.py --dataset=mydata
+# train a small model on it (a few minutes on a CPU): python train.py
+#   config/train_shakespeare_char_cpu.py --dataset=mydata --out_dir=out-mydata
