@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pickle
+import sys
 
 import numpy as np
 import torch
@@ -206,6 +207,17 @@ def bytes_per_token(tokens, tokenizer, sample_runs=256, run_length=4096):
 # -----------------------------------------------------------------------------
 # Helpers for the data/<name>/prepare.py scripts.
 
+def progress(iterable, what, total=None, unit='it'):
+    """iterable, shown as it goes: on a terminal a progress bar (tqdm, on stderr), elsewhere (a log
+    file, a pipe) one plain line saying what is under way, so that a log holds no carriage
+    returns."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        return tqdm(iterable, desc=what, total=total, unit=unit, leave=False)
+    print(f"{what} ...", flush=True)
+    return iterable
+
+
 def download_text(url, path):
     """The text of path, fetched from url first if the file is missing; one clear line if it is
     empty."""
@@ -222,11 +234,13 @@ def download(url, path):
     """Fetch url to path, through a temporary file so that a broken download leaves nothing
     behind."""
     import urllib.request
-    print(f"downloading {url}")
     with atomic_write(path) as tmp:
         try:
             with urllib.request.urlopen(url, timeout=30) as response, open(tmp, 'wb') as f:
-                f.write(response.read())
+                size = int(response.headers.get('Content-Length') or 0)
+                chunks = iter(lambda: response.read(1 << 20), b'')
+                for chunk in progress(chunks, f"downloading {url}", size / 2**20 or None, 'MB'):
+                    f.write(chunk)
         except Exception as e:  # no network, a bad URL, a server error, a broken connection
             raise InputError(f"could not download {url} ({getattr(e, 'reason', None) or e}); "
                              f"fetch the file by hand and put it at {os.path.abspath(path)}")
@@ -585,8 +599,9 @@ def train_bpe(texts, vocab_size, chat_markers=False):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     special = [EOT, IM_START, IM_END] if chat_markers else [EOT]
+    # (the library's own progress bar, on a terminal only)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
-                                  show_progress=False,
+                                  show_progress=sys.stderr.isatty(),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer)
     return tok

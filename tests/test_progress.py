@@ -138,3 +138,37 @@ def test_the_chat_demo_commands_run_as_printed(tmp_path):
     assert rc == 0, out
     rc, out = run_as_printed(hint(out, 'train a small chat model'), repo, until='eval iter 0:')
     assert 'eval iter 0:' in out and 'error' not in out, out
+
+
+def test_long_preparation_shows_progress_a_bar_on_a_terminal_a_line_in_a_log(monkeypatch, capsys):
+    import io
+    import sys
+
+    import data
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    # in a log (stderr not a terminal): one plain line, the items as they were
+    monkeypatch.setattr(sys, 'stderr', io.StringIO())
+    assert list(data.progress(iter(range(5)), 'tokenizing 5 pieces', 5)) == list(range(5))
+    out = capsys.readouterr().out
+    assert out == 'tokenizing 5 pieces ...\n' and sys.stderr.getvalue() == ''
+    # on a terminal: tqdm's bar on stderr, counting to the end
+    monkeypatch.setattr(sys, 'stderr', Terminal())
+    assert list(data.progress(iter(range(5)), 'tokenizing 5 pieces', 5)) == list(range(5))
+    bar = sys.stderr.getvalue()
+    assert 'tokenizing 5 pieces' in bar and '0/5' in bar and '\r' in bar
+    assert capsys.readouterr().out == ''
+
+
+def test_a_prepare_log_holds_plain_lines(tmp_path, shakespeare_txt):
+    (tmp_path / 'a.txt').write_text(open(shakespeare_txt).read()[:20000])
+    for tokenizer in ('gpt2', 'bpe'):
+        r = python([os.path.join(ROOT, 'data', 'text', 'prepare.py'), f'--input={tmp_path}/a.txt',
+                    f'--name={tmp_path / tokenizer}', f'--tokenizer={tokenizer}',
+                    '--vocab_size=512'])
+        assert r.returncode == 0, r.stderr
+        assert 'tokenizing 1 piece(s) of up to ~1 MB ...\n' in r.stdout
+        assert '\r' not in r.stdout + r.stderr

@@ -105,7 +105,8 @@ def conversations(source):
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise InputError(f"cannot load {source!r} from the Hugging Face hub ({reason}); check "
                              "the name, the network and HF_TOKEN, or give local files")
-    found = [(where, data.check_conversation(row, where)) for where, row in rows]
+    found = [(where, data.check_conversation(row, where))
+             for where, row in data.progress(rows, f"reading {source}", unit=' rows')]
     if not found:
         raise InputError(f"{source} holds no conversations; give rows with 'messages'")
     return found
@@ -131,7 +132,8 @@ else:
 
 # Render each conversation; cut one too long after its last whole assistant turn that fits.
 rendered, cut, dropped = [], 0, 0
-for where, messages in found:
+for where, messages in data.progress(found, f"rendering {len(found):,} conversations",
+                                     len(found)):
     ids, mask = chat.render(messages)
     if len(ids) > max_tokens:
         ends = [i + 1 for i, m in enumerate(messages) if m['role'] == 'assistant']

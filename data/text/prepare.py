@@ -28,6 +28,7 @@ Every setting below can be overridden with --key=value.
 """
 
 import itertools
+import math
 import os
 import pickle
 import re
@@ -54,6 +55,7 @@ from data import (  # noqa: E402
     check_splits,
     dataset_dir,
     gpt2_encoding,
+    progress,
     read_text,
     train_bpe,
     write_files,
@@ -91,6 +93,39 @@ if num_chars == 0:
                      "empty; give --input a file or folder with text in it")
 print(f"read {len(files):,} file(s), {num_chars:,} characters")
 
+LINE_START = re.compile(r'\n(?=\S)')  # a newline, then text
+
+
+def pieces(text, size=1 << 20):
+    """text in pieces of ~1 MB, each cut after a newline that starts a line of text (a cut
+    inside a run of whitespace would tokenize it differently): the Rust library works on
+    several at once, over every core, progress shows piece by piece, and nothing holds the
+    whole text as a list of Python strings."""
+    start = 0
+    while start < len(text):
+        cut = LINE_START.search(text, start + size)
+        end = cut.end() if cut else len(text)
+        yield text[start:end]
+        start = end
+
+
+def every_piece(show):
+    """(piece, last) for each piece of each document, last marking a document's end; with
+    show, as progress (a bar on a terminal)."""
+    def walk():
+        for document in documents:
+            previous = ''
+            for i, piece in enumerate(pieces(document)):
+                if i:
+                    yield previous, False
+                previous = piece
+            yield previous, True
+    if not show:
+        return walk()
+    total = sum(math.ceil(len(d) / (1 << 20)) or 1 for d in documents)
+    return progress(walk(), f"tokenizing {total:,} piece(s) of up to ~1 MB", total)
+
+
 outputs = {}  # besides train.bin and val.bin: meta.pkl or tokenizer.json
 if tokenizer == 'char':
     text = '\n\n'.join(documents)
@@ -104,35 +139,24 @@ if tokenizer == 'char':
     outputs['meta.pkl'] = pickle.dumps(meta)  # plain dicts: data.load_meta reads it safely
     print(f"vocab size: {len(chars):,}")
 elif tokenizer == 'bpe':
-    LINE_START = re.compile(r'\n(?=\S)')  # a newline, then text
-
-    def pieces(text, size=1 << 20):
-        """text in pieces of ~1 MB, each cut after a newline that starts a line of text (a cut
-        inside a run of whitespace would tokenize it differently): the Rust library works on
-        several at once, over every core, and nothing holds the whole text as a list of Python
-        strings."""
-        start = 0
-        while start < len(text):
-            cut = LINE_START.search(text, start + size)
-            end = cut.end() if cut else len(text)
-            yield text[start:end]
-            start = end
-
-    def tokenize_bpe(size):
+    def tokenize_bpe(size, show=False):
         """(a BPE of size tokens trained on the documents, their ids, <|endoftext|> after each)"""
+        if show:
+            print(f"training a BPE of {size:,} tokens on {num_chars:,} characters ...", flush=True)
         bpe = train_bpe((piece for document in documents for piece in pieces(document)), size)
-        eot = bpe.token_to_id(EOT)
+        eot = np.array([bpe.token_to_id(EOT)], dtype=np.uint16)
         bpe.encode_special_tokens = True  # text is text: a "<|endoftext|>" in it is not the EOT
-        ids = []
-        for document in documents:
-            parts = pieces(document)
-            while batch := list(itertools.islice(parts, 4)):  # 4 pieces at once, in parallel
-                ids.extend(np.array(e.ids, dtype=np.uint16) for e in bpe.encode_batch(batch))
-            ids.append(np.array([eot], dtype=np.uint16))  # after every document
+        ids, parts = [], every_piece(show)
+        while batch := list(itertools.islice(parts, 4)):  # 4 pieces at once, in parallel
+            encoded = bpe.encode_batch([piece for piece, _ in batch])
+            for (_, last), e in zip(batch, encoded):
+                ids.append(np.array(e.ids, dtype=np.uint16))
+                if last:
+                    ids.append(eot)  # after every document
         return bpe, np.concatenate(ids)
 
     t0 = time.time()
-    bpe, ids = tokenize_bpe(vocab_size)
+    bpe, ids = tokenize_bpe(vocab_size, show=True)
     print(f"trained a BPE of {bpe.get_vocab_size():,} tokens and tokenized the text in "
           f"{time.time() - t0:.1f} s: {num_chars / len(ids):.2f} characters per token")
     if bpe.get_vocab_size() < vocab_size:
@@ -141,12 +165,14 @@ elif tokenizer == 'bpe':
     outputs['tokenizer.json'] = bpe.to_str().encode('utf-8')
 else:
     enc = gpt2_encoding()
+    eot = np.array([enc.eot_token], dtype=np.uint16)  # 50256, after every document
     ids = []
-    for document in documents:
-        # ordinary: a "<|endoftext|>" in the text is just text
-        ids.extend(enc.encode_ordinary(document))
-        ids.append(enc.eot_token)  # 50256, after every document
-    ids = np.array(ids, dtype=np.uint16)  # GPT-2's ids all fit in uint16
+    for piece, last in every_piece(show=True):
+        # ordinary: a "<|endoftext|>" in the text is just text; GPT-2's ids all fit in uint16
+        ids.append(np.array(enc.encode_ordinary(piece), dtype=np.uint16))
+        if last:
+            ids.append(eot)
+    ids = np.concatenate(ids)
 
 split = int(len(ids) * (1 - val_fraction))
 train_ids, val_ids = ids[:split], ids[split:]
