@@ -115,8 +115,11 @@ PEAK_TFLOPS = [
     ('H100 PCIe', 756, 378), ('H100 NVL', 835, 418), ('H100', 989, 495), ('H200 NVL', 835, 418),
     ('H200', 989, 495), ('GH200', 989, 495), ('B200', 2250, 1100), ('A100', 312, 156),
     ('L40S', 362, 183), ('L40', 181, 90.5), ('L4', 121, 60), ('A10G', 70, 35), ('A10', 125, 62.5),
-    ('RTX 4090', 165, 83), ('RTX 3090', 71, 36), ('V100', 125, 15.7), ('T4', 65, 8.1),
+    ('RTX 4090', 165, 83), ('RTX 3090 Ti', 80, 40), ('RTX 3090', 71, 36), ('V100', 125, 15.7),
+    ('T4', 65, 8.1),
 ]
+# cards whose tensor cores have float16 but no bfloat16 (it runs emulated, far below the peak)
+NO_BF16 = ('V100', 'T4')
 
 
 def peak_flops(device_name, dtype):
@@ -125,11 +128,15 @@ def peak_flops(device_name, dtype):
     L40S' is not an L40 and 'NVIDIA L40' is not an L4), the entry with the most words first
     ('NVIDIA H100 NVL' is not the SXM 'H100')."""
     words = device_name.replace('-', ' ').split()
-    if 'MIG' in words:  # a slice of a GPU: its share of the peak is not known here
+    # a slice of a GPU (its share of the peak is not known here), or a laptop's chip of the same
+    # name (slower, by how much depends on the laptop)
+    if 'MIG' in words or 'Laptop' in words:
         return None
     for name, half, fp32 in sorted(PEAK_TFLOPS, key=lambda entry: -len(entry[0].split())):
         n = len(name.split())
         if any(words[i:i + n] == name.split() for i in range(len(words))):
+            if dtype == torch.bfloat16 and name in NO_BF16:
+                return None
             return (fp32 if dtype == torch.float32 else half) * 1e12
     return None
 

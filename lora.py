@@ -65,8 +65,9 @@ def add_lora(model, rank, alpha, frozen_dtype=None, new_rows_from=None):
 @torch.no_grad()
 def merged_state_dict(model):
     """The state dict of a plain GPT, under GPT-2's names: each LoRA update added into its weight
-    (in float32). A model without LoRA gives its own state dict."""
-    merged = {f'{name}.weight': m.weight.float() + m.lora_B @ m.lora_A * m.scale
+    (in float32, moved to the CPU one at a time: on a GPU, all of them at once would take a
+    float32 copy of every adapted matrix). A model without LoRA gives its own state dict."""
+    merged = {f'{name}.weight': (m.weight.float() + m.lora_B @ m.lora_A * m.scale).cpu()
               for name, m in model.named_modules() if isinstance(m, LoRALinear)}
     return {k: merged.get(k, v) for k, v in model.state_dict().items() if '.lora_' not in k}
 

@@ -48,6 +48,15 @@ def test_peak_flops_per_card():
     # a card not in the table, and a MIG slice of one that is: no peak, so no MFU
     assert devices.peak_flops('NVIDIA GeForce RTX 3060', torch.bfloat16) is None
     assert devices.peak_flops('NVIDIA H100 80GB HBM3 MIG 1g.10gb', torch.bfloat16) is None
+    # a laptop's chip of a desktop card's name is slower: no peak either
+    assert devices.peak_flops('NVIDIA GeForce RTX 4090 Laptop GPU', torch.bfloat16) is None
+    # the Ti is not the plain 3090
+    assert devices.peak_flops('NVIDIA GeForce RTX 3090 Ti', torch.float16) == 80 * tera
+    assert devices.peak_flops('NVIDIA GeForce RTX 3090', torch.float16) == 71 * tera
+    # tensor cores without bfloat16: a float16 peak, none for bfloat16
+    assert devices.peak_flops('Tesla V100-SXM2-16GB', torch.float16) == 125 * tera
+    assert devices.peak_flops('Tesla V100-SXM2-16GB', torch.bfloat16) is None
+    assert devices.peak_flops('Tesla T4', torch.bfloat16) is None
 
 
 def test_device_peak_flops_asks_the_gpu_it_names(monkeypatch):

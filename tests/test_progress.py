@@ -15,6 +15,17 @@ def test_the_log_says_how_far_and_the_end_what_ckpt_pt_holds(char_data, tmp_path
     steps = [line for line in r.stdout.splitlines() if line.startswith('iter ')]
     assert steps[-1].startswith('iter 6:') and ', 6/6, 0s left' in steps[-1]
     assert ', 4/6, ' in steps[-2] and steps[-2].endswith(' left')
+    # the time left is the iterations left at the measured step time (the ms shown, to its
+    # rounding), and it falls
+    import re
+    lefts = []
+    for line in steps[1:]:
+        m = re.search(r', ([\d.]+) ms, .*, (\d+)/6, (?:(\d+)m)?(\d+)s left$', line)
+        assert m, line
+        left = 60 * int(m[3] or 0) + int(m[4])
+        assert abs(left - (6 - int(m[2])) * float(m[1]) / 1000) <= 1, line
+        lefts.append(left)
+    assert lefts == sorted(lefts, reverse=True) and lefts[-1] == 0
     end = r.stdout.strip().splitlines()[-1]
     assert f"{tmp_path}/ckpt.pt holds iter " in end
     assert f"python sample.py --out_dir={tmp_path}" in end
@@ -31,6 +42,16 @@ def test_the_log_says_how_far_and_the_end_what_ckpt_pt_holds(char_data, tmp_path
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"loaded {tmp_path}/ckpt.pt: iter {held}, best val loss " in r.stderr
     assert 'loaded' not in r.stdout and r.stdout.count('---------------') == 10
+    # a resume says from which file, iteration and val loss
+    r = ok(train(*tiny(char_data, tmp_path, '--max_iters=8', '--eval_interval=3',
+                       '--log_interval=2', '--always_save_checkpoint=False',
+                       '--init_from=resume')))
+    best = load_checkpoint(str(tmp_path / 'ckpt.pt'))['best_val_loss']
+    assert f"resuming from {tmp_path}/ckpt.pt at iter {held} (best val loss " in r.stdout
+    logged = [int(line.split(':')[0][5:]) for line in r.stdout.splitlines()
+              if line.startswith('iter ')]
+    assert logged[-1] == 8 and min(logged) > held, r.stdout
+    assert best <= float(r.stdout.split('(best val loss ')[1].split(')')[0]) + 1e-4
 
 
 def test_help_lists_settings_not_constants():
@@ -172,3 +193,25 @@ def test_a_prepare_log_holds_plain_lines(tmp_path, shakespeare_txt):
         assert r.returncode == 0, r.stderr
         assert 'tokenizing 1 piece(s) of up to ~1 MB ...\n' in r.stdout
         assert '\r' not in r.stdout + r.stderr
+
+
+def test_the_gpt2_chat_command_runs_as_printed(tmp_path):
+    # GPT-2 "from the hub": a tiny random GPT-2 in a local hub cache, read offline
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from test_chat import CONVERSATIONS, write_jsonl
+    cache = tmp_path / 'hub' / 'models--gpt2'
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32)).save_pretrained(
+        cache / 'snapshots' / ('0' * 40))
+    (cache / 'refs').mkdir()
+    (cache / 'refs' / 'main').write_text('0' * 40)
+    repo = repo_copy(tmp_path)
+    source = write_jsonl(tmp_path / 'chats.jsonl', [{'messages': c} for c in CONVERSATIONS * 3])
+    rc, out = run_as_printed(['python', 'data/chat/prepare.py', f'--source={source}',
+                              '--name=chats', '--val_fraction=0.25'], repo)
+    assert rc == 0, out
+    env = {'HF_HUB_CACHE': str(tmp_path / 'hub'), 'HF_HUB_OFFLINE': '1'}
+    # (on a CPU, as far as the model: GPT-2 loaded and grown by the two markers; the evaluation
+    # of this GPU config alone takes minutes)
+    rc, out = run_as_printed(hint(out, 'finetune GPT-2'), repo, until='model:', env=env)
+    assert "'vocab_size': 50259" in out and 'error' not in out, out
