@@ -7,6 +7,7 @@ import hashlib
 import json
 import locale
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,23 @@ def shakespeare_txt():
     if os.environ.get('CI'):  # CI must run every test, not skip a third of them
         pytest.fail(message)
     pytest.skip(message)
+
+
+def char_dataset(path, text):
+    """A character-level dataset of text in the folder path, as data/shakespeare_char/prepare.py
+    writes one but built here independently of it: train.bin (the first 90%), val.bin,
+    meta.pkl. Returns the path."""
+    import numpy as np
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
+    os.makedirs(path, exist_ok=True)
+    n = int(0.9 * len(ids))
+    ids[:n].tofile(os.path.join(path, 'train.bin'))
+    ids[n:].tofile(os.path.join(path, 'val.bin'))
+    with open(os.path.join(path, 'meta.pkl'), 'wb') as f:
+        pickle.dump({'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': stoi}, f)
+    return str(path)
 
 
 # settings that take several values, one item per --key=value

@@ -408,7 +408,7 @@ def test_the_oldest_turns_go_when_the_history_outgrows_the_context(trained_chat)
 
 
 def test_chat_needs_a_chat_model(tmp_path):
-    from test_nothing_lost import char_dataset
+    from conftest import char_dataset
     from test_train import TINY
     char_dataset(tmp_path, 'hello world, the chat. ' * 200)
     ok(python(['train.py', *TINY, f'--dataset={tmp_path}', f'--out_dir={tmp_path / "out"}',
@@ -554,7 +554,7 @@ def test_transformers_serve_answers_through_the_openai_client(trained_chat, tmp_
 def test_a_chat_checkpoint_and_a_plain_dataset_do_not_mix(trained_chat, synthetic_chat, tmp_path):
     import shutil
 
-    from test_nothing_lost import char_dataset
+    from conftest import char_dataset
     from test_train import TINY
     char_dataset(tmp_path, 'hello world, the chat. ' * 200)
     shutil.copytree(trained_chat[0], tmp_path / 'chat_run')

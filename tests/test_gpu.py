@@ -22,7 +22,6 @@ import gc
 import json
 import math
 import os
-import pickle
 import re
 import shutil
 import subprocess
@@ -33,6 +32,7 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint, save_checkpoint
+from conftest import char_dataset
 from devices import cuda_has_bf16, setup_device
 from lora import add_lora
 from model import GPT, GPTConfig, KVCache
@@ -81,19 +81,10 @@ def words_data(tmp_path_factory):
     """A character dataset made here: 60,000 words drawn at random from 12, so that a tiny model
     learns (the spelling, the spaces) within tens of steps: loss ln(16) = 2.8 at start, ~0.7 at
     best (ln 12 per word of 3.7 characters)."""
-    path = tmp_path_factory.mktemp('words')
     rng = np.random.default_rng(0)
     words = 'the a cat dog sat ran on in mat bed red big'.split()
     text = ' '.join(rng.choice(words, 60_000)) + '\n'
-    chars = sorted(set(text))
-    stoi = {c: i for i, c in enumerate(chars)}
-    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
-    n = int(0.9 * len(ids))
-    ids[:n].tofile(path / 'train.bin')
-    ids[n:].tofile(path / 'val.bin')
-    with open(path / 'meta.pkl', 'wb') as f:
-        pickle.dump({'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': stoi}, f)
-    return str(path)
+    return char_dataset(tmp_path_factory.mktemp('words'), text)
 
 
 def run(args, env=None, timeout=300):

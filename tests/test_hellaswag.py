@@ -5,7 +5,6 @@ are written here; nothing is downloaded."""
 import json
 import math
 import os
-import pickle
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import tiktoken
 import torch
 
 import data
-from conftest import python
+from conftest import char_dataset, python
 from data.hellaswag import ending_losses, hellaswag_counts, load_hellaswag
 from model import GPT
 
@@ -259,16 +258,7 @@ def records(out):
 @pytest.fixture(scope='module')
 def char_data(tmp_path_factory, shakespeare_txt):
     """Character-level Shakespeare (ASCII: one byte per character), 50k characters."""
-    path = tmp_path_factory.mktemp('char')
-    text = open(shakespeare_txt).read()[:50_000]
-    chars = sorted(set(text))
-    ids = np.array([chars.index(c) for c in text], dtype=np.uint16)
-    ids[:45_000].tofile(path / 'train.bin')
-    ids[45_000:].tofile(path / 'val.bin')
-    with open(path / 'meta.pkl', 'wb') as f:
-        pickle.dump({'vocab_size': len(chars), 'itos': dict(enumerate(chars)),
-                     'stoi': {c: i for i, c in enumerate(chars)}}, f)
-    return str(path)
+    return char_dataset(tmp_path_factory.mktemp('char'), open(shakespeare_txt).read()[:50_000])
 
 
 @pytest.fixture(scope='module')

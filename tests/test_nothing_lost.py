@@ -21,7 +21,7 @@ import data
 import devices
 import distributed
 from checkpoint import load_checkpoint
-from conftest import python
+from conftest import char_dataset, python
 from cpu_generation import can_pack
 from errors import InputError
 from model import GPT, GPTConfig
@@ -188,18 +188,6 @@ def test_a_stop_after_the_first_evaluation_saves_the_new_run(char_data, tmp_path
 
 
 # ---------------------------------------------------------------------------- silently wrong
-
-
-def char_dataset(path, text):
-    chars = sorted(set(text))
-    stoi = {c: i for i, c in enumerate(chars)}
-    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
-    os.makedirs(path, exist_ok=True)
-    ids[: int(0.9 * len(ids))].tofile(os.path.join(path, 'train.bin'))
-    ids[int(0.9 * len(ids)) :].tofile(os.path.join(path, 'val.bin'))
-    with open(os.path.join(path, 'meta.pkl'), 'wb') as f:
-        pickle.dump({'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': stoi}, f)
-    return str(path)
 
 
 def test_train_refuses_a_dataset_of_another_vocabulary(char_data, tmp_path, shakespeare_txt):
@@ -450,15 +438,8 @@ def test_fsdp_on_a_torch_before_2_6_is_one_line(monkeypatch, char_data, tmp_path
         "import sys, runpy, torch; torch.__version__ = '2.5.1+cu124'; sys.argv = sys.argv[1:]; "
         "runpy.run_path('train.py', run_name='__main__')"
     )
-    env = dict(os.environ, RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', LOCAL_WORLD_SIZE='1')
-    r = subprocess.run(
-        [sys.executable, '-c', driver, 'train.py', *tiny(char_data, tmp_path, '--fsdp=True')],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = train_through(driver, dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', LOCAL_WORLD_SIZE='1'),
+                      tiny(char_data, tmp_path, '--fsdp=True'))
     one_error_line(r, 'torch 2.6', '2.5.1')
 
 
@@ -483,17 +464,18 @@ def test_train_refuses_more_processes_than_gpus_before_the_process_group(char_da
         "torch.cuda.device_count = lambda: 1; sys.argv = sys.argv[1:]; "
         "runpy.run_path('train.py', run_name='__main__')"
     )
-    env = dict(os.environ, RANK='1', LOCAL_RANK='1', WORLD_SIZE='2', LOCAL_WORLD_SIZE='2')
     args = [a for a in tiny(char_data, tmp_path) if a != '--device=cpu']
-    r = subprocess.run(
-        [sys.executable, '-c', driver, 'train.py', *args, '--device=cuda'],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = train_through(driver, dict(RANK='1', LOCAL_RANK='1', WORLD_SIZE='2', LOCAL_WORLD_SIZE='2'),
+                      [*args, '--device=cuda'])
     one_error_line(r, 'sees only 1 GPUs', '--nproc_per_node=1')
+
+
+def train_through(driver, env, args):
+    """train.py args run by driver (python -c code that patches torch, then runs train.py) as
+    one process of a torchrun world, its variables in env."""
+    return subprocess.run([sys.executable, '-c', driver, 'train.py', *args], cwd=ROOT,
+                          env=dict(os.environ, **env), capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_the_readme_export_example_runs_on_the_quick_start_model(char_data, tmp_path):

@@ -16,7 +16,7 @@ import torch
 
 from checkpoint import load_checkpoint, save_checkpoint
 from configurator import parse, settings_of
-from conftest import later_wins, python
+from conftest import char_dataset, later_wins, python
 from errors import InputError
 from muon import configure_muon
 
@@ -31,17 +31,8 @@ TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_siz
 def char_data(tmp_path_factory, shakespeare_txt):
     """Character-level Shakespeare (first 200k characters), built here independently of
     prepare.py."""
-    path = tmp_path_factory.mktemp('shakespeare_char')
-    text = open(shakespeare_txt).read()[:200_000]
-    chars = sorted(set(text))
-    stoi = {c: i for i, c in enumerate(chars)}
-    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
-    n = int(0.9 * len(ids))
-    ids[:n].tofile(path / 'train.bin')
-    ids[n:].tofile(path / 'val.bin')
-    with open(path / 'meta.pkl', 'wb') as f:
-        pickle.dump({'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': stoi}, f)
-    return str(path)
+    return char_dataset(tmp_path_factory.mktemp('shakespeare_char'),
+                        open(shakespeare_txt).read()[:200_000])
 
 
 def train(*args, env=None, timeout=120):
